@@ -1,0 +1,1 @@
+"""Configs: ml_collections get_config(arg) files, stages x model sizes."""

@@ -1,0 +1,1 @@
+"""Offline pre-extraction (decode, motion, TFDS/ArrayRecord) and Grain loaders."""

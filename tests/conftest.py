@@ -1,0 +1,20 @@
+"""Test setup: 8 fake CPU devices (for the 2x2x2 mesh tests) before JAX starts, absl flags
+parsed for Grain worker processes, and float32 matmuls at full precision for parity."""
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from absl import flags  # noqa: E402
+
+flags.FLAGS.mark_as_parsed()
+
+import jax  # noqa: E402
+
+jax.config.update("jax_default_matmul_precision", "highest")
+
+
+def pytest_configure(config):
+  config.addinivalue_line("markers", "slow: long-running (full-size compile, soak); run with -m slow")
