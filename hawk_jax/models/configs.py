@@ -109,6 +109,8 @@ class HawkConfig:
   proj_hidden_size: int = 4096  # llama_proj_0 / encoder_0 width
   tight_size: int = 256         # llama_proj_last.encoder_1 output (consistency-loss space)
   trainable_query_tokens_motion: bool = False  # the released code trains it by accident
+  # Released HAWK feeds frames to EVA in [0, 1]; the paper (and BLIP-2) use CLIP mean/std.
+  normalize_pixels: bool = True
 
   @property
   def num_visual_tokens_per_branch(self) -> int:

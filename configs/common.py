@@ -1,0 +1,137 @@
+"""Shared pieces of the stage configs (big_vision style: `get_config("size=tiny,variant=paper")`).
+
+`variant` switches each numeric difference between the paper and the released code
+(DESIGN.md §4): pixel normalisation, the motion mode, `query_tokens_motion` trainable, stage 2's
+L_ML, and whether both branches share one crop.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import ml_collections
+
+from hawk_jax.models.configs import HawkConfig, hawk_config
+from hawk_jax.sharding import DEFAULT_RULES
+
+SIZES = ("tiny", "small", "hawk7b", "hawk13b")
+VARIANTS = ("paper", "released")
+
+
+def parse_arg(arg: str | None) -> dict:
+  """"size=tiny,variant=paper" -> {"size": "tiny", "variant": "paper"} (defaults filled)."""
+  out = {"size": "tiny", "variant": "paper"}
+  for part in (arg or "").split(","):
+    part = part.strip()
+    if not part:
+      continue
+    if "=" not in part:
+      raise ValueError(f"config arg {part!r}: expected key=value (e.g. size=tiny)")
+    k, v = part.split("=", 1)
+    out[k.strip()] = v.strip()
+  if out["size"] not in SIZES:
+    raise ValueError(f"size={out['size']!r}: known sizes {SIZES}")
+  if out["variant"] not in VARIANTS:
+    raise ValueError(f"variant={out['variant']!r}: known variants {VARIANTS}")
+  return out
+
+
+def model_for(size: str, variant: str) -> HawkConfig:
+  """Model dims of `size` with the dtypes of DESIGN.md §3 (frozen towers bf16 at full size,
+  trainable parameters f32) and the variant's switches."""
+  cfg = hawk_config(size)
+  released = variant == "released"
+  if size in ("tiny", "small"):
+    # CPU sizes: float32 throughout so that smoke runs and parity checks are exact.
+    frozen = dict(dtype="float32", param_dtype="float32")
+    trainable = dict(dtype="float32", param_dtype="float32")
+    remat = "none"
+  else:
+    frozen = dict(dtype="bfloat16", param_dtype="bfloat16")
+    trainable = dict(dtype="bfloat16", param_dtype="float32")
+    remat = "full"
+  return dataclasses.replace(
+      cfg,
+      vision=dataclasses.replace(cfg.vision, remat_policy=remat, **frozen),
+      qformer=dataclasses.replace(cfg.qformer, **frozen),
+      video_qformer=dataclasses.replace(cfg.video_qformer, **trainable),
+      llm=dataclasses.replace(cfg.llm, remat_policy=remat, **frozen),
+      normalize_pixels=not released,
+      trainable_query_tokens_motion=released,
+  )
+
+
+def base_config(stage: int, arg: str | None) -> ml_collections.ConfigDict:
+  a = parse_arg(arg)
+  size, variant = a["size"], a["variant"]
+  tiny = size == "tiny"
+  c = ml_collections.ConfigDict()
+  c.stage = stage
+  c.size = size
+  c.variant = variant
+  c.model = HawkConfig.to_dict(model_for(size, variant))
+  c.seed = 42
+
+  # Mesh: (data, fsdp, tensor); -1 takes the remaining devices.
+  c.mesh_shape = (1, -1, 1)
+  c.logical_axis_rules = [list(r) for r in DEFAULT_RULES]
+
+  c.data = ml_collections.ConfigDict()
+  c.data.dir = ""                       # pre-extracted TFDS/ArrayRecord folder
+  c.data.num_frames = 8 if tiny else 32
+  c.data.image_size = c.model.vision.image_size
+  c.data.motion = "flow_mask" if variant == "released" else "flow_soft"
+  c.data.shared_crop = variant != "released"
+  c.data.max_len = 128 if tiny else 512
+  c.data.max_text_tokens = 32           # stage 1 caption tokens (released max_txt_len)
+  c.data.ml_max_len = 64 if tiny else 96
+  c.data.worker_count = 0 if tiny else 8
+  c.data.description_prob = 0.5
+
+  c.tokenizer_path = ""                 # "" -> the tiny tokenizer shipped in hawk_jax/text/assets
+
+  c.init = ml_collections.ConfigDict()
+  c.init.llm_hf = ""                    # HF LLaMA folder
+  c.init.vision_hf = ""                 # HF Blip2VisionModel folder (both branches' ViTs)
+  c.init.qformer_hf = ""                # HF Blip2QFormerModel folder (appearance image Q-Former)
+  c.init.eva_vit_lavis = ""             # LAVIS eva_vit_g.pth
+  c.init.blip2_lavis = ""               # LAVIS blip2_pretrained_flant5xxl.pth
+  c.init.hawk_torch = ""                # released HAWK pretrained.pth / finetuned.pth
+  c.init.from_stage = ""                # previous stage's workdir (Orbax partial restore)
+  # The released code never loads BLIP-2 into the motion image Q-Former (random, frozen).
+  c.init.motion_qformer_pretrained = variant != "released"
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.peak_lr = 1e-5 if not tiny else 1e-3
+  c.optim.init_lr = 1e-6 if not tiny else 1e-4
+  c.optim.end_lr = 1e-6 if not tiny else 1e-4
+  c.optim.warmup_steps = 1000 if not tiny else 5
+  c.optim.b1 = 0.9
+  c.optim.b2 = 0.999
+  c.optim.weight_decay = 0.05
+  c.optim.grad_clip_norm = 0.0          # 0: no clipping (as released)
+  c.optim.grad_accum_steps = 1
+
+  c.loss = ml_collections.ConfigDict()
+  c.loss.w_vl = 1.0
+  c.loss.w_ml = 0.1
+  c.loss.w_mv = 0.1
+  # "motion_text": L_ML is a second LLM pass on the motion text (paper); "vl": the released
+  # stage 2 returns L_VL in its place (total = 1.1 L_VL + 0.1 L_MV).
+  c.loss.ml_source = "motion_text"
+
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 4                # global
+  c.train.num_steps = 60 if tiny else 10000
+  c.train.log_every = 5 if tiny else 50
+  c.train.ckpt_every = 20 if tiny else 1000
+  c.train.keep_checkpoints = 2 if tiny else 3
+  c.train.eval_every = 0                # 0: only at the end
+  c.train.eval_batches = 2
+
+  c.generate = ml_collections.ConfigDict()
+  c.generate.max_new_tokens = 48 if tiny else 256
+  c.generate.strategy = "greedy"
+  c.generate.num_beams = 1
+  c.generate.temperature = 1.0
+  c.generate.top_p = 0.9
+  return c
