@@ -1,0 +1,42 @@
+"""Losses against PyTorch references (HF's shifted cross-entropy, F.cosine_similarity)."""
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from hawk_jax import losses
+
+
+def test_lm_loss_matches_torch_shifted_cross_entropy():
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(3, 7, 11)).astype(np.float32)
+  labels = rng.integers(0, 11, size=(3, 7))
+  labels[:, :3] = -100
+  labels[1, 5:] = -100
+  got, n = losses.lm_loss(logits, labels)
+  want = F.cross_entropy(torch.tensor(logits[:, :-1]).reshape(-1, 11),
+                         torch.tensor(labels[:, 1:]).reshape(-1), ignore_index=-100)
+  np.testing.assert_allclose(float(got), want.item(), rtol=1e-5)
+  assert int(n) == int((labels[:, 1:] != -100).sum())
+
+
+def test_consistency_loss_is_one_minus_batch_flattened_cosine():
+  rng = np.random.default_rng(1)
+  a = rng.normal(size=(2, 4, 6)).astype(np.float32)
+  b = rng.normal(size=(2, 4, 6)).astype(np.float32)
+  want = 1 - F.cosine_similarity(torch.tensor(a).view(1, -1), torch.tensor(b).view(1, -1)).item()
+  np.testing.assert_allclose(float(losses.consistency_loss(a, b)), want, rtol=1e-5)
+  np.testing.assert_allclose(float(losses.consistency_loss(a, a)), 0.0, atol=1e-6)
+
+
+def test_total_loss_weights_and_released_stage2():
+  rng = np.random.default_rng(2)
+  out = {"logits": rng.normal(size=(2, 5, 9)).astype(np.float32),
+         "ml_logits": rng.normal(size=(2, 4, 9)).astype(np.float32),
+         "tight_appearance": rng.normal(size=(2, 3, 4)).astype(np.float32),
+         "tight_motion": rng.normal(size=(2, 3, 4)).astype(np.float32)}
+  batch = {"labels": rng.integers(0, 9, size=(2, 5)), "ml_labels": rng.integers(0, 9, size=(2, 4))}
+  tot, t = losses.total_loss(out, batch, w_vl=1.0, w_ml=0.1, w_mv=0.1, ml_source="motion_text")
+  np.testing.assert_allclose(float(tot), float(t["l_vl"] + 0.1 * t["l_ml"] + 0.1 * t["l_mv"]),
+                             rtol=1e-6)
+  tot2, t2 = losses.total_loss(out, batch, w_vl=1.0, w_ml=0.1, w_mv=0.1, ml_source="vl")
+  np.testing.assert_allclose(float(tot2), float(1.1 * t2["l_vl"] + 0.1 * t2["l_mv"]), rtol=1e-6)
