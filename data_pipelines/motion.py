@@ -94,7 +94,7 @@ def motion_weights(prev_frames: np.ndarray, frames: np.ndarray, mode: str) -> np
 
 def extract(video_path: str, num_frames: int = 32, size: int = 224, mode: str = "flow_mask",
             sampling: str = "uniform", seed: int | None = None,
-            short_policy: str = "repeat") -> dict[str, Any]:
+            short_policy: str = "repeat", interpolation: str = "linear") -> dict[str, Any]:
   """Decodes a video, samples frames and computes their motion.
 
   Args:
@@ -105,6 +105,7 @@ def extract(video_path: str, num_frames: int = 32, size: int = 224, mode: str = 
     sampling: "uniform" (released eval/stage-2), "headtail" (released stage 1) or "jitter".
     seed: RNG seed for the random samplings.
     short_policy: what to do with 2 <= num_source_frames < T; see video.sample_indices.
+    interpolation: resize mode, one of video.INTERPOLATIONS (default cv2.INTER_LINEAR).
 
   Returns:
     dict with `frames` uint8 [T, size, size, 3] RGB, `weights` uint8 [T, size, size],
@@ -118,7 +119,8 @@ def extract(video_path: str, num_frames: int = 32, size: int = 224, mode: str = 
   if mode not in MOTION_MODES:
     raise ValueError(f"unknown motion mode {mode!r}; expected one of {MOTION_MODES}")
   clip = video_lib.read_clip(video_path, num_frames=num_frames, size=size, sampling=sampling,
-                             seed=seed, short_policy=short_policy)
+                             seed=seed, short_policy=short_policy,
+                             interpolation=interpolation)
   weights = motion_weights(clip["prev_frames"], clip["frames"], mode)
   return {
       "frames": clip["frames"],
