@@ -1,0 +1,207 @@
+"""Pre-extraction CLI: videos + annotations -> TFDS ArrayRecord datasets (DESIGN.md §5).
+
+  python -m data_pipelines.extract --source hawk --annotations all_videos_train.json \
+      [--test_annotations all_videos_test.json] --videos_dir Videos --out_dir /data/hawk
+  python -m data_pipelines.extract --source captions --annotations webvid.csv \
+      --videos_dir videos --out_dir /data/captions
+
+Three steps: (1) read and validate the annotations; (2) decode, sample and compute motion for
+each distinct video in a process pool (tqdm progress), each result cached as a shard in
+`{out_dir}/cache`; (3) write the TFDS dataset
+`{out_dir}/{hawk_anomaly|video_captions}/{config}/1.0.0` from the shards. A rerun after an
+interruption reuses every finished shard, and reuses the written dataset when it already holds
+exactly the good entries. Bad inputs are skipped, named with their reason on stdout and in
+`{out_dir}/skipped.jsonl`, and counted; the summary ends with `ok=<int> skipped=<int>`.
+Exit status: 0 when the job finished with at least one good sample, 1 when no sample was
+good, 2 for unusable arguments or annotation files.
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import dataclasses
+import json
+import multiprocessing
+import os
+import sys
+import time
+from typing import Any, Sequence
+
+from data_pipelines import annotations as ann_lib
+from data_pipelines import clip_cache
+
+
+@dataclasses.dataclass
+class Summary:
+  ok: dict[str, int]                       # split -> examples written
+  skipped: list[dict[str, str]]            # one per skipped entry
+  dataset_dir: str | None
+  computed: int = 0                        # videos extracted in this run
+  reused: int = 0                          # videos whose shard already existed
+  bytes_per_sample: float = 0.0
+  seconds: float = 0.0
+
+  @property
+  def num_ok(self) -> int:
+    return sum(self.ok.values())
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+  p = argparse.ArgumentParser(prog="python -m data_pipelines.extract", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--source", choices=("hawk", "captions"), required=True)
+  p.add_argument("--annotations", required=True,
+                 help="HAWK JSON list; or WebVid CSV / folder of CSVs / JSON lines")
+  p.add_argument("--test_annotations", default=None,
+                 help="test split file; hawk without it: seeded 90/10 split of --annotations")
+  p.add_argument("--videos_dir", required=True)
+  p.add_argument("--out_dir", required=True)
+  p.add_argument("--num_frames", type=int, default=32)
+  p.add_argument("--size", type=int, default=224)
+  p.add_argument("--motion", default="flow_mask", choices=("flow_mask", "flow_soft",
+                                                           "frame_diff"))
+  p.add_argument("--sampling", default="uniform", choices=("uniform", "headtail", "jitter"))
+  p.add_argument("--short_policy", default="repeat", choices=("repeat", "released", "skip"))
+  p.add_argument("--seed", type=int, default=0, help="seed of the random samplings")
+  p.add_argument("--split_seed", type=int, default=42, help="seed of the 90/10 split")
+  p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1),
+                 help="decode processes; 0 decodes in this process")
+  p.add_argument("--overwrite", action="store_true",
+                 help="rewrite the TFDS dataset even if it is up to date (shards are reused)")
+  p.add_argument("--no_progress", action="store_true")
+  return p.parse_args(argv)
+
+
+def _init_worker():
+  import cv2
+  cv2.setNumThreads(1)  # one process per core; OpenCV's own threads would oversubscribe
+
+
+def _process(args):
+  video_path, options, cache_dir = args
+  return video_path, clip_cache.process_video(video_path, options, cache_dir)
+
+
+def extract_videos(video_paths: list[str], options: clip_cache.ExtractOptions, cache_dir: str,
+                   workers: int, progress: bool = True) -> dict[str, dict[str, Any]]:
+  """video path -> process_video result, for every path (computed in a process pool)."""
+  from tqdm import tqdm
+  jobs = [(v, options, cache_dir) for v in video_paths]
+  bar = tqdm(total=len(jobs), desc="videos", unit="video", disable=not progress,
+             file=sys.stderr)
+  results = {}
+  if workers <= 0:
+    for job in jobs:
+      path, result = _process(job)
+      results[path] = result
+      bar.update()
+  else:
+    # spawn: forked children of a process that already ran OpenCV/TFDS threads can deadlock.
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx,
+                                                initializer=_init_worker) as pool:
+      futures = [pool.submit(_process, job) for job in jobs]
+      for future in concurrent.futures.as_completed(futures):
+        path, result = future.result()
+        results[path] = result
+        bar.update()
+  bar.close()
+  return results
+
+
+def _write_dataset(builder_cls, splits, options, out_dir, cache_dir, overwrite: bool):
+  import tensorflow_datasets as tfds
+  from data_pipelines import builders
+  builder = builder_cls(data_dir=out_dir, config=builders.VideoConfig.from_options(options),
+                        splits=splits, cache_dir=cache_dir)
+  up_to_date = builder.is_prepared() and not overwrite and all(
+      s in builder.info.splits and builder.info.splits[s].num_examples == len(entries)
+      for s, entries in splits.items()) and set(builder.info.splits) == set(splits)
+  if not up_to_date:
+    mode = (tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS if builder.is_prepared()
+            else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        download_mode=mode, try_download_gcs=False))
+  return builder, up_to_date
+
+
+def run(args: argparse.Namespace) -> Summary:
+  from etils import epath
+  from data_pipelines import builders
+  start = time.time()
+  options = clip_cache.ExtractOptions(
+      num_frames=args.num_frames, size=args.size, motion_mode=args.motion,
+      sampling=args.sampling, seed=args.seed, short_policy=args.short_policy)
+  if not epath.Path(args.videos_dir).is_dir():
+    raise ann_lib.AnnotationError(f"{args.videos_dir}: videos folder not found")
+  out_dir = epath.Path(args.out_dir)
+  cache_dir = out_dir / "cache"
+  cache_dir.mkdir(parents=True, exist_ok=True)
+
+  splits, problems = builders.read_splits(args.source, args.annotations, args.videos_dir,
+                                          args.test_annotations, split_seed=args.split_seed)
+  skipped = [p.to_json(split) for split, p in problems]
+
+  videos = sorted({e.video_path for entries in splits.values() for e in entries})
+  results = extract_videos(videos, options, os.fspath(cache_dir), args.workers,
+                           progress=not args.no_progress)
+  good = {}
+  for split, entries in splits.items():
+    good[split] = []
+    for e in entries:
+      result = results[e.video_path]
+      if result["status"] == "skipped":
+        skipped.append(ann_lib.Problem(e.where, e.video, result["reason"]).to_json(split))
+      else:
+        good[split].append(e)
+  empty = [s for s, entries in good.items() if not entries]
+  good = {s: entries for s, entries in good.items() if entries}
+
+  summary = Summary(ok={}, skipped=skipped, dataset_dir=None,
+                    computed=sum(r["status"] == "done" for r in results.values()),
+                    reused=sum(r["status"] == "cached" for r in results.values()))
+  if good:
+    builder, _ = _write_dataset(builders.BUILDERS[args.source], good, options,
+                                os.fspath(out_dir), os.fspath(cache_dir), args.overwrite)
+    summary.skipped += builder.skipped  # only if a shard went bad between steps 2 and 3
+    summary.ok = {s: builder.info.splits[s].num_examples for s in good}
+    summary.dataset_dir = os.fspath(builder.data_path)
+    data_bytes = sum(f.stat().length for f in epath.Path(builder.data_path).iterdir()
+                     if ".array_record-" in f.name)
+    summary.bytes_per_sample = data_bytes / max(summary.num_ok, 1)
+  for s in empty:
+    summary.ok[s] = 0
+  (out_dir / "skipped.jsonl").write_text(
+      "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in summary.skipped))
+  summary.seconds = time.time() - start
+  return summary
+
+
+def format_summary(summary: Summary) -> str:
+  lines = []
+  for s in summary.skipped:
+    video = f" ({s['video']})" if s["video"] else ""
+    lines.append(f"skipped [{s['split']}] {s['where']}{video}: {s['reason']}")
+  lines.append(f"videos: {summary.computed} extracted, {summary.reused} reused from cache")
+  if summary.dataset_dir:
+    lines.append(f"dataset: {summary.dataset_dir}")
+    lines.append(f"record size: {summary.bytes_per_sample / 1e6:.3f} MB per sample")
+  lines.append("splits: " + ", ".join(f"{s}={n}" for s, n in sorted(summary.ok.items())))
+  lines.append(f"time: {summary.seconds:.1f} s")
+  lines.append(f"ok={summary.num_ok} skipped={len(summary.skipped)}")
+  return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  args = parse_args(argv)
+  try:
+    summary = run(args)
+  except (ann_lib.AnnotationError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  print(format_summary(summary), flush=True)
+  return 0 if summary.num_ok > 0 else 1
+
+
+if __name__ == "__main__":
+  sys.exit(main())
