@@ -1,0 +1,98 @@
+"""The evaluation report: JSON and Markdown laid out as the paper's Table 1 (DESIGN.md §8).
+
+One table per task ((A) description, (B) QA), columns BLEU-1..4 and the GPT-guided
+Reasonability / Detail / Consistency, rows for our model (and NLTK's BLEU beside ours) and the
+paper's HAWK row. Judge failures are shown under each table, because a mean over the scored
+items says nothing about the items that were not scored.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+from hawk_jax.eval.judge import DIMENSIONS, TASKS
+
+BLEU_KEYS = ("bleu_1", "bleu_2", "bleu_3", "bleu_4")
+COLUMNS = BLEU_KEYS + DIMENSIONS
+COLUMN_TITLES = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "Reasonability", "Detail",
+                 "Consistency")
+TASK_TITLES = {"description": "(A) Anomaly video description generation",
+               "qa": "(B) Anomaly video question-answering"}
+
+# Paper Table 1, the HAWK row.
+PAPER_HAWK = {
+    "description": {"bleu_1": .270, "bleu_2": .139, "bleu_3": .074, "bleu_4": .043,
+                    "reasonability": .283, "detail": .320, "consistency": .218},
+    "qa": {"bleu_1": .319, "bleu_2": .179, "bleu_3": .112, "bleu_4": .073,
+           "reasonability": .840, "detail": .794, "consistency": .753},
+}
+
+
+def _cell(value) -> str:
+  return "–" if value is None else f"{value:.3f}"
+
+
+def _row(name: str, values: dict) -> str:
+  return "| " + " | ".join([name] + [_cell(values.get(c)) for c in COLUMNS]) + " |"
+
+
+def _ours(task_report: dict) -> dict:
+  values = dict(task_report.get("bleu") or {})
+  for dim, stats in (task_report.get("judge") or {}).items():
+    values[dim] = stats["mean"]
+  return values
+
+
+def _judge_line(task_report: dict, judge_info: dict) -> str:
+  judge = task_report.get("judge")
+  if judge is None:
+    return f"Judge: not run ({judge_info.get('skipped', 'no judge')})."
+  counts = ", ".join(f"{dim} {stats['failed']}/{stats['scored'] + stats['failed']}"
+                     for dim, stats in judge.items())
+  return (f"Judge `{judge_info.get('model', '?')}`: failed (unscored) items — {counts}. "
+          "Means are over the scored items only.")
+
+
+def report_markdown(report: dict) -> str:
+  """The report as Markdown tables in the paper's Table 1 layout."""
+  judge_info = report.get("judge") or {}
+  lines = ["# HAWK evaluation", ""]
+  for task in TASKS:
+    task_report = report["tasks"].get(task) or {}
+    items = task_report.get("items", 0)
+    lines += [f"## {TASK_TITLES[task]} — {items} item{'s' if items != 1 else ''}", "",
+              "| Method | " + " | ".join(COLUMN_TITLES) + " |",
+              "|" + "---|" * (len(COLUMNS) + 1)]
+    if items:
+      lines.append(_row("Ours", _ours(task_report)))
+      if task_report.get("bleu_nltk"):
+        lines.append(_row("Ours, NLTK BLEU", task_report["bleu_nltk"]))
+    lines.append(_row("HAWK (paper)", PAPER_HAWK[task]))
+    lines.append("")
+    if not items:
+      lines += ["No predictions for this task.", ""]
+      continue
+    lines += [_judge_line(task_report, judge_info), ""]
+    failures = task_report.get("judge_failures") or []
+    if failures:
+      lines += ["| Item | Video | Dimension | Attempts | Reason |", "|---|---|---|---|---|"]
+      for f in failures:
+        reason = f["reason"].replace("|", "\\|").replace("\n", " ")[:160]
+        lines.append(f"| {f['item']} | {f['video'] or '–'} | {f['dimension']} | {f['attempts']} "
+                     f"| {reason} |")
+      lines.append("")
+  lines.append(f"BLEU: {report.get('bleu_note', '')}")
+  return "\n".join(lines).rstrip() + "\n"
+
+
+def write_report(report: dict, out_dir: str) -> tuple[str, str]:
+  """Writes report.json and report.md into out_dir; returns their paths."""
+  os.makedirs(out_dir, exist_ok=True)
+  json_path = os.path.join(out_dir, "report.json")
+  md_path = os.path.join(out_dir, "report.md")
+  with open(json_path, "w", encoding="utf-8") as f:
+    json.dump(report, f, indent=2, ensure_ascii=False)
+    f.write("\n")
+  with open(md_path, "w", encoding="utf-8") as f:
+    f.write(report_markdown(report))
+  return json_path, md_path
