@@ -139,10 +139,10 @@ def extract_visual(video_path: str, options: ExtractOptions) -> dict[str, Any]:
   return records.encode_visual(clip)
 
 
-def process_video(video_path: str, options: ExtractOptions, cache_dir: str) -> dict[str, Any]:
-  """Makes sure a video's shard exists; never raises for bad input.
+def cached_status(video_path: str, options: ExtractOptions, cache_dir: str) -> dict[str, Any]:
+  """What the cache knows about a video, computing nothing.
 
-  Returns {"status": "cached" | "done" | "skipped", "reason": str, "key": str | None}.
+  Returns {"status": "cached" | "skipped" | "unknown", "reason": str, "key": str | None}.
   """
   try:
     key = cache_key(video_path, options)
@@ -155,6 +155,19 @@ def process_video(video_path: str, options: ExtractOptions, cache_dir: str) -> d
   if epath.Path(skip_path).exists():
     reason = json.loads(epath.Path(skip_path).read_text())["reason"]
     return {"status": "skipped", "reason": reason, "key": key}
+  return {"status": "unknown", "reason": "not extracted", "key": key}
+
+
+def process_video(video_path: str, options: ExtractOptions, cache_dir: str) -> dict[str, Any]:
+  """Makes sure a video's shard exists; never raises for bad input.
+
+  Returns {"status": "cached" | "done" | "skipped", "reason": str, "key": str | None}.
+  """
+  status = cached_status(video_path, options, cache_dir)
+  if status["status"] != "unknown":
+    return status
+  key = status["key"]
+  ok_path, skip_path = shard_paths(cache_dir, key)
   try:
     visual = extract_visual(video_path, options)
   except video_lib.VideoError as e:
@@ -171,7 +184,13 @@ def get_visual(video_path: str, options: ExtractOptions, cache_dir: str | None) 
   """The encoded visual part for one video: from its shard, else extracted (and cached when a
   cache_dir is given). Raises VideoError for bad input."""
   if cache_dir is None:
-    return extract_visual(video_path, options)
+    try:
+      return extract_visual(video_path, options)
+    except video_lib.VideoError:
+      raise
+    except Exception as e:  # noqa: BLE001 — reported as bad input, like process_video does
+      raise video_lib.VideoError(str(video_path),
+                                 f"failed to decode: {type(e).__name__}: {e}") from e
   result = process_video(video_path, options, cache_dir)
   if result["status"] == "skipped":
     raise video_lib.VideoError(str(video_path), result["reason"])

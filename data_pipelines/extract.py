@@ -46,8 +46,9 @@ class Summary:
     return sum(self.ok.values())
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-  p = argparse.ArgumentParser(prog="python -m data_pipelines.extract", description=__doc__,
+def make_parser(prog: str = "python -m data_pipelines.extract",
+                description: str = __doc__) -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(prog=prog, description=description,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--source", choices=("hawk", "captions"), required=True)
   p.add_argument("--annotations", required=True,
@@ -69,7 +70,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   p.add_argument("--overwrite", action="store_true",
                  help="rewrite the TFDS dataset even if it is up to date (shards are reused)")
   p.add_argument("--no_progress", action="store_true")
-  return p.parse_args(argv)
+  return p
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+  return make_parser().parse_args(argv)
 
 
 def _init_worker():
@@ -125,44 +130,43 @@ def _write_dataset(builder_cls, splits, options, out_dir, cache_dir, overwrite: 
   return builder, up_to_date
 
 
-def run(args: argparse.Namespace) -> Summary:
-  from etils import epath
-  from data_pipelines import builders
-  start = time.time()
-  options = clip_cache.ExtractOptions(
+def options_from_args(args: argparse.Namespace) -> clip_cache.ExtractOptions:
+  return clip_cache.ExtractOptions(
       num_frames=args.num_frames, size=args.size, motion_mode=args.motion,
       sampling=args.sampling, seed=args.seed, short_policy=args.short_policy)
+
+
+def read_inputs(args: argparse.Namespace):
+  """(split -> entries, skipped list) after checking the folders and reading annotations."""
+  from etils import epath
+  from data_pipelines import builders
   if not epath.Path(args.videos_dir).is_dir():
     raise ann_lib.AnnotationError(f"{args.videos_dir}: videos folder not found")
-  out_dir = epath.Path(args.out_dir)
-  cache_dir = out_dir / "cache"
-  cache_dir.mkdir(parents=True, exist_ok=True)
-
   splits, problems = builders.read_splits(args.source, args.annotations, args.videos_dir,
                                           args.test_annotations, split_seed=args.split_seed)
-  skipped = [p.to_json(split) for split, p in problems]
+  return splits, [p.to_json(split) for split, p in problems]
 
-  videos = sorted({e.video_path for entries in splits.values() for e in entries})
-  results = extract_videos(videos, options, os.fspath(cache_dir), args.workers,
-                           progress=not args.no_progress)
+
+def partition(splits, statuses, skipped):
+  """Good entries per split (empty splits dropped) and names of the empty splits; entries
+  whose video was skipped are appended to `skipped`."""
   good = {}
   for split, entries in splits.items():
     good[split] = []
     for e in entries:
-      result = results[e.video_path]
-      if result["status"] == "skipped":
-        skipped.append(ann_lib.Problem(e.where, e.video, result["reason"]).to_json(split))
-      else:
+      status = statuses[e.video_path]
+      if status["status"] in ("cached", "done"):
         good[split].append(e)
+      else:
+        skipped.append(ann_lib.Problem(e.where, e.video, status["reason"]).to_json(split))
   empty = [s for s, entries in good.items() if not entries]
-  good = {s: entries for s, entries in good.items() if entries}
+  return {s: entries for s, entries in good.items() if entries}, empty
 
-  summary = Summary(ok={}, skipped=skipped, dataset_dir=None,
-                    computed=sum(r["status"] == "done" for r in results.values()),
-                    reused=sum(r["status"] == "cached" for r in results.values()))
-  if good:
-    builder, _ = _write_dataset(builders.BUILDERS[args.source], good, options,
-                                os.fspath(out_dir), os.fspath(cache_dir), args.overwrite)
+
+def finish(summary: Summary, builder, good, empty, out_dir) -> Summary:
+  """Fills the counts and sizes from the written dataset and writes skipped.jsonl."""
+  from etils import epath
+  if builder is not None:
     summary.skipped += builder.skipped  # only if a shard went bad between steps 2 and 3
     summary.ok = {s: builder.info.splits[s].num_examples for s in good}
     summary.dataset_dir = os.fspath(builder.data_path)
@@ -171,8 +175,33 @@ def run(args: argparse.Namespace) -> Summary:
     summary.bytes_per_sample = data_bytes / max(summary.num_ok, 1)
   for s in empty:
     summary.ok[s] = 0
-  (out_dir / "skipped.jsonl").write_text(
+  (epath.Path(out_dir) / "skipped.jsonl").write_text(
       "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in summary.skipped))
+  return summary
+
+
+def run(args: argparse.Namespace) -> Summary:
+  from etils import epath
+  from data_pipelines import builders
+  start = time.time()
+  options = options_from_args(args)
+  splits, skipped = read_inputs(args)
+  out_dir = epath.Path(args.out_dir)
+  cache_dir = out_dir / "cache"
+  cache_dir.mkdir(parents=True, exist_ok=True)
+
+  videos = sorted({e.video_path for entries in splits.values() for e in entries})
+  statuses = extract_videos(videos, options, os.fspath(cache_dir), args.workers,
+                            progress=not args.no_progress)
+  good, empty = partition(splits, statuses, skipped)
+  summary = Summary(ok={}, skipped=skipped, dataset_dir=None,
+                    computed=sum(r["status"] == "done" for r in statuses.values()),
+                    reused=sum(r["status"] == "cached" for r in statuses.values()))
+  builder = None
+  if good:
+    builder, _ = _write_dataset(builders.BUILDERS[args.source], good, options,
+                                os.fspath(out_dir), os.fspath(cache_dir), args.overwrite)
+  finish(summary, builder, good, empty, out_dir)
   summary.seconds = time.time() - start
   return summary
 

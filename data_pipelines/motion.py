@@ -39,7 +39,10 @@ DIFF_FLOOR = 10.0
 def apply_weight(frames: np.ndarray, weight: np.ndarray) -> np.ndarray:
   """Motion frames: `frames` uint8 [..., H, W, 3] times `weight` uint8 [..., H, W] / 255.
 
-  Rounded to nearest: (frames * weight + 127) // 255, exact for 0/255 masks (frame or zero).
+  Defined as (frames * weight + 127) // 255 (round to nearest; exact for 0/255 masks: frame
+  or zero). Computed with cv2.multiply(scale=1/255), which rounds to nearest too and equals the
+  integer formula on all 256 x 256 (frame, weight) pairs (f * w / 255 is never a tie), at
+  about half the time of the uint16 numpy version; this runs in every loader worker.
   """
   frames = np.asarray(frames)
   weight = np.asarray(weight)
@@ -49,6 +52,16 @@ def apply_weight(frames: np.ndarray, weight: np.ndarray) -> np.ndarray:
   if frames.shape[:-1] != weight.shape or frames.shape[-1] != 3:
     raise ValueError(f"apply_weight: frames {frames.shape} and weight {weight.shape} do not "
                      f"match (want [..., H, W, 3] and [..., H, W])")
+  if frames.size == 0:
+    return frames.copy()
+  rows = int(np.prod(frames.shape[:-2]))  # cv2 wants 2-D (or 3-D with <= 4 channels) arrays
+  f2 = np.ascontiguousarray(frames).reshape(rows, -1)
+  w2 = np.repeat(weight[..., None], 3, axis=-1).reshape(rows, -1)
+  return cv2.multiply(f2, w2, scale=1.0 / 255.0).reshape(frames.shape)
+
+
+def apply_weight_reference(frames: np.ndarray, weight: np.ndarray) -> np.ndarray:
+  """The defining integer formula of apply_weight, for tests and documentation."""
   out = (frames.astype(np.uint16) * weight[..., None].astype(np.uint16) + 127) // 255
   return out.astype(np.uint8)
 
