@@ -160,8 +160,9 @@ def find_dataset_dirs(data_dir: str) -> list[str]:
       if (d / "dataset_info.json").exists():
         found.append(os.fspath(d))
         continue
-      next_frontier.extend(p for p in d.iterdir()
-                           if p.is_dir() and not p.name.startswith(("incomplete", "downloads")))
+      # Not into extract's shard cache (many files), TFDS temp/download dirs or dot dirs.
+      next_frontier.extend(p for p in d.iterdir() if p.is_dir() and not p.name.startswith(
+          ("incomplete", "downloads", "cache", ".")))
     frontier = next_frontier
   return sorted(found)
 
