@@ -1,0 +1,416 @@
+"""Grain input pipelines for HAWK's three stages, over the pre-extracted ArrayRecord splits.
+
+Training (stages 1 and 2)::
+
+  ds = make_train_loader(data_dir, stage=2, tokenizer=tok, num_frames=32, image_size=224,
+                         num_visual_tokens=64, max_len=512, ml_max_len=65, batch_size=4,
+                         seed=42, worker_count=4)
+  it = iter(ds)                      # grain DatasetIterator: get_state() / set_state()
+  batch = next(it)                   # numpy, leading axis = per-host batch
+  batch = put_on_mesh(batch, mesh)   # global jax.Arrays, batch axis sharded
+
+The pipeline: `records.open_split` -> `MapDataset.source` -> seeded global shuffle (a new
+order each epoch) -> repeat (`num_epochs`, None = forever) -> per-example transform ->
+per-host shard (`ds[process_index::process_count]`) -> batch (drop remainder) ->
+`to_iter_dataset` -> `mp_prefetch` worker processes (`worker_count`, 0 = in-process). The
+transform sees the example's global position `index` and draws all its randomness (crop,
+description swap) from `SeedSequence([seed, index, stream])`, so a batch depends only on
+(seed, step), not on the number of workers or hosts, and a restored iterator state
+(`get_state`/`set_state`, or `grain.checkpoint.CheckpointSave/CheckpointRestore` in an Orbax
+Composite) continues with exactly the batches an uninterrupted run would have produced.
+
+Per training example (fixed shapes; int32 text arrays, right-padded with the pad id 0):
+  frames, motion      uint8 [T, S, S, 3]  same frame indices and the SAME RandomResizedCrop
+                                          (scale 0.5-1, ratio 3/4-4/3) for both streams,
+                                          resized to S = image_size; eval: plain resize
+  input_ids, attention_mask, visual_mask, labels   [max_len]
+                      visual_mask is 1 on the num_visual_tokens placeholders (first half
+                      appearance, second half motion); labels = token id where supervised,
+                      -100 elsewhere, aligned with the inputs (the model shifts)
+  ml_input_ids, ml_attention_mask, ml_visual_mask, ml_labels   [ml_max_len]
+                      the motion-language pass [BOS][num_visual_tokens/2 motion][motion text]
+Stage 1 uses the record's caption (`[BOS][visual][caption "\\n"]`, 32 text tokens), stage 2
+its QA pairs in the LLaMA-2 chat template, the first pair replaced with probability 0.5 by
+(description question, description) (hawk_jax.text.prompts). The motion text comes from the
+caption (stage 1) or the description (stage 2).
+
+Evaluation (stage 3): `make_eval_dataset` gives one item per description and per QA pair of
+a split -- frames, motion, the unpadded test prompt (input_ids, attention_mask, visual_mask),
+`task` ("description"/"qa"), `question`, `reference`, `video` -- and `eval_batches` collates
+them, left-padding the prompts for batched generation.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Any, Iterator, Sequence
+
+import cv2
+import grain
+import jax
+import numpy as np
+
+from data_pipelines import records
+from hawk_jax.text import motion_text as motion_text_lib
+from hawk_jax.text import prompts
+from hawk_jax.text.caption import normalize_caption
+
+CROP_SCALE = (0.5, 1.0)
+CROP_RATIO = (3 / 4, 4 / 3)
+STAGES = (1, 2)
+# Random streams of one example, so that adding a draw to one never shifts another.
+_CROP_STREAM, _SWAP_STREAM = 0, 1
+
+
+# ------------------------------------------------------------------------------ video ops
+
+def select_frames(num_stored: int, num_frames: int) -> np.ndarray:
+  """Indices into the stored frames giving `num_frames`, uniformly (floor(i * T / n), the
+  released sampling rule; repeats frames when fewer are stored)."""
+  if num_stored < 1:
+    raise ValueError("a record with no frames")
+  return (np.arange(num_frames) * num_stored // num_frames).astype(np.int64)
+
+
+def random_resized_crop_box(rng: np.random.Generator, height: int, width: int,
+                            scale=CROP_SCALE, ratio=CROP_RATIO) -> tuple[int, int, int, int]:
+  """(top, left, h, w) as torchvision's RandomResizedCrop draws it: up to 10 tries of a
+  random area fraction and log-uniform aspect ratio, then a centre crop fallback."""
+  area = height * width
+  log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+  for _ in range(10):
+    target = area * rng.uniform(scale[0], scale[1])
+    aspect = math.exp(rng.uniform(*log_ratio))
+    w = int(round(math.sqrt(target * aspect)))
+    h = int(round(math.sqrt(target / aspect)))
+    if 0 < w <= width and 0 < h <= height:
+      top = int(rng.integers(0, height - h + 1))
+      left = int(rng.integers(0, width - w + 1))
+      return top, left, h, w
+  in_ratio = width / height
+  if in_ratio < min(ratio):
+    w, h = width, int(round(width / min(ratio)))
+  elif in_ratio > max(ratio):
+    h, w = height, int(round(height * max(ratio)))
+  else:
+    w, h = width, height
+  return (height - h) // 2, (width - w) // 2, h, w
+
+
+def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
+  """uint8 [T, H, W, C] -> [T, size, size, C]: area averaging when shrinking, bicubic (as the
+  released RandomResizedCropVideo) when enlarging."""
+  t, h, w, c = frames.shape
+  if (h, w) == (size, size):
+    return np.ascontiguousarray(frames)
+  interp = cv2.INTER_AREA if (size < h and size < w) else cv2.INTER_CUBIC
+  out = np.empty((t, size, size, c), np.uint8)
+  for i in range(t):  # one frame per call: OpenCV's bicubic takes at most 4 channels
+    out[i] = cv2.resize(frames[i], (size, size), interpolation=interp).reshape(size, size, c)
+  return out
+
+
+def crop_and_resize(frames: np.ndarray, motion: np.ndarray, size: int,
+                    rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray]:
+  """ONE crop box (random when `rng` is given, else the whole frame) applied to both streams."""
+  h, w = frames.shape[1:3]
+  if rng is not None:
+    top, left, ch, cw = random_resized_crop_box(rng, h, w)
+    frames = frames[:, top:top + ch, left:left + cw]
+    motion = motion[:, top:top + ch, left:left + cw]
+  both = resize_frames(np.concatenate([frames, motion], axis=0), size)
+  return both[:len(frames)], both[len(frames):]
+
+
+def _visual(decoded: dict[str, Any], num_frames: int, image_size: int,
+            rng: np.random.Generator | None):
+  frames, motion = decoded["frames"], decoded["motion"]
+  if frames.shape != motion.shape:
+    raise ValueError(f"record {decoded.get('video')!r}: frames {frames.shape} and motion "
+                     f"{motion.shape} differ")
+  pick = select_frames(frames.shape[0], num_frames)
+  frames, motion = crop_and_resize(frames[pick], motion[pick], image_size, rng)
+  return frames, motion, np.asarray(decoded["timestamps"], np.float32)[pick]
+
+
+# ---------------------------------------------------------------------------- transforms
+
+def _padded(prompt: prompts.Prompt, length: int, pad_id: int, prefix: str = "") -> dict:
+  return {prefix + k: v for k, v in prompts.pad_right(prompt, length, pad_id).items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainTransform:
+  """(index, raw record) -> one training example (see the module docstring). Picklable."""
+  stage: int
+  tokenizer: Any
+  num_frames: int
+  image_size: int
+  num_visual_tokens: int
+  max_len: int
+  ml_max_len: int
+  seed: int
+  augment: bool = True
+  description_swap_probability: float = 0.5
+  max_caption_tokens: int = prompts.MAX_CAPTION_TOKENS
+  motion_text_backend: str = "offline"
+
+  def __post_init__(self):
+    if self.stage not in STAGES:
+      raise ValueError(f"training stage must be one of {STAGES}, got {self.stage!r}")
+    if self.num_visual_tokens <= 0 or self.num_visual_tokens % 2:
+      raise ValueError(f"num_visual_tokens must be positive and even, got "
+                       f"{self.num_visual_tokens}")
+    if self.max_len < self.num_visual_tokens + 2:
+      raise ValueError(f"max_len {self.max_len} leaves no room for text after BOS and "
+                       f"{self.num_visual_tokens} visual tokens")
+    if self.ml_max_len < self.num_visual_tokens // 2 + 2:
+      raise ValueError(f"ml_max_len {self.ml_max_len} leaves no room for motion text after BOS "
+                       f"and {self.num_visual_tokens // 2} motion tokens")
+
+  def _rng(self, index: int, stream: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([self.seed, index, stream]))
+
+  def __call__(self, index: int, raw: dict[str, Any]) -> dict[str, np.ndarray]:
+    decoded = records.decode_record(raw)
+    crop_rng = self._rng(index, _CROP_STREAM) if self.augment else None
+    frames, motion, timestamps = _visual(decoded, self.num_frames, self.image_size, crop_rng)
+    try:
+      texts = self._text_arrays(decoded, timestamps, index)
+    except ValueError as e:
+      raise ValueError(f"record {decoded['video']!r}: {e}") from e
+    return {"frames": frames, "motion": motion, **texts}
+
+  def _text_arrays(self, decoded, timestamps, index) -> dict[str, np.ndarray]:
+    tok, pad = self.tokenizer, self.tokenizer.pad_id
+    if self.stage == 1:
+      caption = decoded["caption"] or decoded["description"]
+      if not caption:
+        raise ValueError("neither caption nor description for stage 1")
+      prompt = prompts.caption_prompt(tok, normalize_caption(caption), self.num_visual_tokens,
+                                      self.max_caption_tokens)
+      motion_source = caption
+    else:
+      qa, _ = prompts.description_swap(decoded["qa"], decoded["description"],
+                                       self._rng(index, _SWAP_STREAM),
+                                       self.description_swap_probability)
+      prompt = prompts.instruct_prompt(tok, qa, self.num_visual_tokens, timestamps,
+                                       max_len=self.max_len)
+      motion_source = decoded["description"] or decoded["caption"]
+    text = motion_text_lib.extract_motion_text(motion_source, self.motion_text_backend)
+    ml_prompt = prompts.motion_language_prompt(tok, text, self.num_visual_tokens // 2,
+                                               self.max_caption_tokens)
+    return {**_padded(prompt, self.max_len, pad),
+            **_padded(ml_prompt, self.ml_max_len, pad, prefix="ml_")}
+
+
+# ------------------------------------------------------------------------------- loaders
+
+def _shard(ds: grain.MapDataset, shard_index: int | None, shard_count: int | None,
+           finite: bool) -> grain.MapDataset:
+  """This host's elements: every count-th, from its index (interleaved, so consecutive hosts
+  hold consecutive examples of each global batch)."""
+  index = jax.process_index() if shard_index is None else shard_index
+  count = jax.process_count() if shard_count is None else shard_count
+  if not 0 <= index < count:
+    raise ValueError(f"shard_index {index} is not in [0, {count})")
+  if count == 1:
+    return ds
+  if finite:  # every host gets the same number of examples, hence of steps
+    ds = ds[:len(ds) // count * count]
+  return ds[index::count]
+
+
+def make_train_dataset(data_dir: str, *, stage: int, tokenizer, num_frames: int,
+                       image_size: int, num_visual_tokens: int, max_len: int,
+                       ml_max_len: int | None = None, seed: int = 0, split: str = "train",
+                       num_epochs: int | None = None, shuffle: bool = True,
+                       augment: bool = True, description_swap_probability: float = 0.5,
+                       motion_text_backend: str = "auto", shard_index: int | None = None,
+                       shard_count: int | None = None, source=None) -> grain.MapDataset:
+  """The per-example MapDataset (after sharding, before batching). `source` replaces
+  `open_split(data_dir, split)` with any random-access source of raw records."""
+  if ml_max_len is None:
+    ml_max_len = 1 + num_visual_tokens // 2 + prompts.MAX_CAPTION_TOKENS
+  if source is None:
+    source = records.open_split(data_dir, split)
+  if len(source) == 0:
+    raise ValueError(f"{data_dir}: split {split!r} is empty")
+  transform = TrainTransform(
+      stage=stage, tokenizer=tokenizer, num_frames=num_frames, image_size=image_size,
+      num_visual_tokens=num_visual_tokens, max_len=max_len, ml_max_len=ml_max_len, seed=seed,
+      augment=augment, description_swap_probability=description_swap_probability,
+      motion_text_backend=motion_text_lib.resolve_backend(motion_text_backend))
+  ds = grain.MapDataset.source(source)
+  if shuffle:
+    ds = ds.shuffle(seed=seed)
+  ds = ds.repeat(num_epochs)
+  ds = ds.map_with_index(transform)
+  return _shard(ds, shard_index, shard_count, finite=num_epochs is not None)
+
+
+def make_train_loader(data_dir: str, *, stage: int, tokenizer, num_frames: int,
+                      image_size: int, num_visual_tokens: int, max_len: int,
+                      ml_max_len: int | None = None, batch_size: int, seed: int = 0,
+                      worker_count: int = 0, worker_buffer_size: int = 2,
+                      read_threads: int = 2, split: str = "train",
+                      num_epochs: int | None = None, **kwargs) -> grain.IterDataset:
+  """Batched training pipeline; `iter()` of it is a checkpointable grain DatasetIterator.
+
+  batch_size is per host (the global batch is batch_size * process count). worker_count > 0
+  decodes and augments in that many worker processes (the caller's entry point must be
+  `if __name__ == "__main__":` guarded and absl flags parsed). Other keyword arguments go to
+  `make_train_dataset`.
+  """
+  if batch_size < 1:
+    raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+  ds = make_train_dataset(data_dir, stage=stage, tokenizer=tokenizer, num_frames=num_frames,
+                          image_size=image_size, num_visual_tokens=num_visual_tokens,
+                          max_len=max_len, ml_max_len=ml_max_len, seed=seed, split=split,
+                          num_epochs=num_epochs, **kwargs)
+  ds = ds.batch(batch_size, drop_remainder=True)
+  # A small prefetch buffer: each element is a whole batch of video frames.
+  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=read_threads,
+                                            prefetch_buffer_size=max(1, read_threads)))
+  if worker_count > 0:
+    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count,
+                                                     per_worker_buffer_size=worker_buffer_size))
+  return it
+
+
+def put_on_mesh(batch: dict[str, np.ndarray], mesh, rules=None) -> dict:
+  """Host-local numpy batch -> global jax.Arrays with the batch axis sharded over the batch
+  mesh axes (`hawk_jax.sharding.batch_sharding`, `rules` default DEFAULT_RULES); every host
+  passes its own shard."""
+  # Imported here: Grain workers unpickle this module and need no Flax.
+  from hawk_jax import sharding  # pylint: disable=g-import-not-at-top
+  rules = sharding.DEFAULT_RULES if rules is None else rules
+  out = {}
+  for name, value in batch.items():
+    value = np.asarray(value)
+    if value.dtype.kind not in "biuf":
+      raise TypeError(f"batch field {name!r} has dtype {value.dtype}; only numeric arrays go "
+                      f"on the mesh")
+    out[name] = jax.make_array_from_process_local_data(
+        sharding.batch_sharding(mesh, value.ndim, rules), value)
+  return out
+
+
+# ---------------------------------------------------------------------------- evaluation
+
+def _text_field(raw: dict[str, Any], key: str) -> str:
+  value = raw.get(key, "")
+  if isinstance(value, np.ndarray):
+    value = value.item()
+  return value.decode("utf-8") if isinstance(value, (bytes, np.bytes_)) else str(value)
+
+
+def eval_index(source, tasks: Sequence[str] = ("description", "qa")) -> list[tuple]:
+  """(record index, task, QA index) for every description and QA pair of a split; reads only
+  the text fields."""
+  unknown = set(tasks) - {"description", "qa"}
+  if unknown:
+    raise ValueError(f"unknown eval tasks {sorted(unknown)}; use 'description' and/or 'qa'")
+  index = []
+  for r in range(len(source)):
+    raw = source[r]
+    if "description" in tasks and _text_field(raw, "description").strip():
+      index.append((r, "description", -1))
+    if "qa" in tasks:
+      qa_text = _text_field(raw, "qa_json") or "[]"
+      try:
+        qa = json.loads(qa_text)
+      except json.JSONDecodeError as e:
+        raise ValueError(f"record {r} ({_text_field(raw, 'video')!r}): qa_json is not JSON: "
+                         f"{e}") from e
+      index += [(r, "qa", k) for k in range(len(qa))]
+  return index
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalTransform:
+  """(record index, task, QA index) -> one eval item with its unpadded test prompt."""
+  source: Any
+  tokenizer: Any
+  num_frames: int
+  image_size: int
+  num_visual_tokens: int
+  description_question: str = prompts.DESCRIPTION_QUESTIONS[0]
+
+  def __call__(self, entry: tuple) -> dict[str, Any]:
+    r, task, k = entry
+    decoded = records.decode_record(self.source[r])
+    frames, motion, timestamps = _visual(decoded, self.num_frames, self.image_size, None)
+    if task == "description":
+      question, reference = self.description_question, decoded["description"]
+    else:
+      pair = decoded["qa"][k]
+      question, reference = prompts.qa_field(pair, "q"), prompts.qa_field(pair, "a")
+    prompt = prompts.instruct_test_prompt(self.tokenizer, question, self.num_visual_tokens,
+                                          timestamps)
+    return {
+        "frames": frames, "motion": motion,
+        "input_ids": prompt.input_ids,
+        "attention_mask": np.ones(len(prompt), np.int32),
+        "visual_mask": prompt.visual_mask,
+        "task": task, "question": question, "reference": reference,
+        "video": decoded["video"], "record": r,
+    }
+
+
+def make_eval_dataset(data_dir: str, split: str = "test", *, tokenizer, num_frames: int,
+                      image_size: int, num_visual_tokens: int,
+                      tasks: Sequence[str] = ("description", "qa"),
+                      description_question: str = prompts.DESCRIPTION_QUESTIONS[0],
+                      source=None) -> grain.MapDataset:
+  """One item per description and per QA pair of `split`, in record order."""
+  if source is None:
+    source = records.open_split(data_dir, split)
+  index = eval_index(source, tasks)
+  if not index:
+    raise ValueError(f"{data_dir}: split {split!r} has nothing to evaluate for tasks {tasks}")
+  transform = EvalTransform(source, tokenizer, num_frames, image_size, num_visual_tokens,
+                            description_question)
+  return grain.MapDataset.source(index).map(transform)
+
+
+def collate_eval(items: Sequence[dict[str, Any]], pad_id: int,
+                 prompt_len: int | None = None) -> dict[str, Any]:
+  """Stacks eval items; prompts left-padded to `prompt_len` (default: the longest)."""
+  if not items:
+    raise ValueError("collate_eval needs at least one item")
+  length = max(len(it["input_ids"]) for it in items) if prompt_len is None else prompt_len
+  batch: dict[str, Any] = {
+      "frames": np.stack([it["frames"] for it in items]),
+      "motion": np.stack([it["motion"] for it in items]),
+  }
+  padded = [prompts.pad_left(prompts.Prompt(it["input_ids"], it["visual_mask"],
+                                            np.full_like(it["input_ids"], -100)), length, pad_id)
+            for it in items]
+  for key in ("input_ids", "attention_mask", "visual_mask"):
+    batch[key] = np.stack([p[key] for p in padded])
+  for key in ("task", "question", "reference", "video", "record"):
+    batch[key] = [it[key] for it in items]
+  return batch
+
+
+def eval_batches(dataset: grain.MapDataset, batch_size: int, pad_id: int,
+                 prompt_len: int | None = None,
+                 worker_count: int = 0) -> Iterator[dict[str, Any]]:
+  """Batches of `make_eval_dataset` items in order (the last one may be smaller)."""
+  ds = dataset.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=2))
+  if worker_count > 0:
+    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
+  iterator = iter(ds)
+  try:
+    items = []
+    for item in iterator:
+      items.append(item)
+      if len(items) == batch_size:
+        yield collate_eval(items, pad_id, prompt_len)
+        items = []
+    if items:
+      yield collate_eval(items, pad_id, prompt_len)
+  finally:
+    iterator.close()  # stops worker processes and frees their shared memory
