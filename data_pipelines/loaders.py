@@ -21,7 +21,8 @@ Composite) continues with exactly the batches an uninterrupted run would have pr
 
 Per training example (fixed shapes; int32 text arrays, right-padded with the pad id 0):
   frames, motion      uint8 [T, S, S, 3]  same frame indices and the SAME RandomResizedCrop
-                                          (scale 0.5-1, ratio 3/4-4/3) for both streams,
+                                          (scale 0.5-1, ratio 3/4-4/3) for both streams
+                                          (shared_crop=False: one each, as released),
                                           resized to S = image_size; eval: plain resize
   input_ids, attention_mask, visual_mask, labels   [max_len]
                       visual_mask is 1 on the num_visual_tokens placeholders (first half
@@ -60,7 +61,7 @@ CROP_SCALE = (0.5, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
 STAGES = (1, 2)
 # Random streams of one example, so that adding a draw to one never shifts another.
-_CROP_STREAM, _SWAP_STREAM = 0, 1
+_CROP_STREAM, _SWAP_STREAM, _MOTION_CROP_STREAM = 0, 1, 2
 
 
 # ------------------------------------------------------------------------------ video ops
@@ -112,25 +113,35 @@ def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
 
 
 def crop_and_resize(frames: np.ndarray, motion: np.ndarray, size: int,
-                    rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray]:
-  """ONE crop box (random when `rng` is given, else the whole frame) applied to both streams."""
+                    rng: np.random.Generator | None,
+                    motion_rng: np.random.Generator | None = None):
+  """ONE crop box (random when `rng` is given, else the whole frame) applied to both streams;
+  with `motion_rng` the motion stream draws its own box instead (the released behaviour)."""
   h, w = frames.shape[1:3]
-  if rng is not None:
-    top, left, ch, cw = random_resized_crop_box(rng, h, w)
-    frames = frames[:, top:top + ch, left:left + cw]
-    motion = motion[:, top:top + ch, left:left + cw]
-  both = resize_frames(np.concatenate([frames, motion], axis=0), size)
-  return both[:len(frames)], both[len(frames):]
+  if rng is None:
+    both = resize_frames(np.concatenate([frames, motion], axis=0), size)
+    return both[:len(frames)], both[len(frames):]
+  box = random_resized_crop_box(rng, h, w)
+  motion_box = box if motion_rng is None else random_resized_crop_box(motion_rng, h, w)
+
+  def crop(x, top_left_hw):
+    top, left, ch, cw = top_left_hw
+    return x[:, top:top + ch, left:left + cw]
+
+  if motion_box == box:
+    both = resize_frames(np.concatenate([crop(frames, box), crop(motion, box)], axis=0), size)
+    return both[:len(frames)], both[len(frames):]
+  return resize_frames(crop(frames, box), size), resize_frames(crop(motion, motion_box), size)
 
 
 def _visual(decoded: dict[str, Any], num_frames: int, image_size: int,
-            rng: np.random.Generator | None):
+            rng: np.random.Generator | None, motion_rng: np.random.Generator | None = None):
   frames, motion = decoded["frames"], decoded["motion"]
   if frames.shape != motion.shape:
     raise ValueError(f"record {decoded.get('video')!r}: frames {frames.shape} and motion "
                      f"{motion.shape} differ")
   pick = select_frames(frames.shape[0], num_frames)
-  frames, motion = crop_and_resize(frames[pick], motion[pick], image_size, rng)
+  frames, motion = crop_and_resize(frames[pick], motion[pick], image_size, rng, motion_rng)
   return frames, motion, np.asarray(decoded["timestamps"], np.float32)[pick]
 
 
@@ -152,8 +163,9 @@ class TrainTransform:
   ml_max_len: int
   seed: int
   augment: bool = True
+  shared_crop: bool = True  # False: the motion stream gets its own crop, as released
   description_swap_probability: float = 0.5
-  max_caption_tokens: int = prompts.MAX_CAPTION_TOKENS
+  max_text_tokens: int = prompts.MAX_CAPTION_TOKENS
   motion_text_backend: str = "offline"
 
   def __post_init__(self):
@@ -174,8 +186,13 @@ class TrainTransform:
 
   def __call__(self, index: int, raw: dict[str, Any]) -> dict[str, np.ndarray]:
     decoded = records.decode_record(raw)
-    crop_rng = self._rng(index, _CROP_STREAM) if self.augment else None
-    frames, motion, timestamps = _visual(decoded, self.num_frames, self.image_size, crop_rng)
+    crop_rng = motion_rng = None
+    if self.augment:
+      crop_rng = self._rng(index, _CROP_STREAM)
+      if not self.shared_crop:
+        motion_rng = self._rng(index, _MOTION_CROP_STREAM)
+    frames, motion, timestamps = _visual(decoded, self.num_frames, self.image_size, crop_rng,
+                                         motion_rng)
     try:
       texts = self._text_arrays(decoded, timestamps, index)
     except ValueError as e:
@@ -189,7 +206,7 @@ class TrainTransform:
       if not caption:
         raise ValueError("neither caption nor description for stage 1")
       prompt = prompts.caption_prompt(tok, normalize_caption(caption), self.num_visual_tokens,
-                                      self.max_caption_tokens)
+                                      self.max_text_tokens)
       motion_source = caption
     else:
       qa, _ = prompts.description_swap(decoded["qa"], decoded["description"],
@@ -200,7 +217,7 @@ class TrainTransform:
       motion_source = decoded["description"] or decoded["caption"]
     text = motion_text_lib.extract_motion_text(motion_source, self.motion_text_backend)
     ml_prompt = prompts.motion_language_prompt(tok, text, self.num_visual_tokens // 2,
-                                               self.max_caption_tokens)
+                                               self.max_text_tokens)
     return {**_padded(prompt, self.max_len, pad),
             **_padded(ml_prompt, self.ml_max_len, pad, prefix="ml_")}
 
@@ -226,13 +243,20 @@ def make_train_dataset(data_dir: str, *, stage: int, tokenizer, num_frames: int,
                        image_size: int, num_visual_tokens: int, max_len: int,
                        ml_max_len: int | None = None, seed: int = 0, split: str = "train",
                        num_epochs: int | None = None, shuffle: bool = True,
-                       augment: bool = True, description_swap_probability: float = 0.5,
+                       augment: bool = True, shared_crop: bool = True,
+                       description_swap_probability: float = 0.5,
+                       max_text_tokens: int = prompts.MAX_CAPTION_TOKENS,
                        motion_text_backend: str = "auto", shard_index: int | None = None,
                        shard_count: int | None = None, source=None) -> grain.MapDataset:
   """The per-example MapDataset (after sharding, before batching). `source` replaces
-  `open_split(data_dir, split)` with any random-access source of raw records."""
+  `open_split(data_dir, split)` with any random-access source of raw records.
+
+  shared_crop=False gives the motion stream its own random crop (released HAWK transforms
+  the two streams one after the other); max_text_tokens caps the stage-1 caption and the
+  motion text (released max_txt_len 32); motion_text_backend is resolved here once
+  ("auto": spaCy with en_core_web_sm if installed, else the offline parser)."""
   if ml_max_len is None:
-    ml_max_len = 1 + num_visual_tokens // 2 + prompts.MAX_CAPTION_TOKENS
+    ml_max_len = 1 + num_visual_tokens // 2 + max_text_tokens
   if source is None:
     source = records.open_split(data_dir, split)
   if len(source) == 0:
@@ -240,7 +264,8 @@ def make_train_dataset(data_dir: str, *, stage: int, tokenizer, num_frames: int,
   transform = TrainTransform(
       stage=stage, tokenizer=tokenizer, num_frames=num_frames, image_size=image_size,
       num_visual_tokens=num_visual_tokens, max_len=max_len, ml_max_len=ml_max_len, seed=seed,
-      augment=augment, description_swap_probability=description_swap_probability,
+      augment=augment, shared_crop=shared_crop,
+      description_swap_probability=description_swap_probability, max_text_tokens=max_text_tokens,
       motion_text_backend=motion_text_lib.resolve_backend(motion_text_backend))
   ds = grain.MapDataset.source(source)
   if shuffle:

@@ -232,6 +232,14 @@ def test_same_crop_on_both_streams(contract_dir, tok):
     np.testing.assert_array_equal(plain[i]["frames"],
                                   loaders.resize_frames(rec["frames"][pick], IMAGE_SIZE))
   assert cropped == NUM_RECORDS
+  # The released behaviour (shared_crop=False): each stream draws its own box.
+  apart = loaders.make_train_dataset(contract_dir, shuffle=False, shared_crop=False,
+                                     **_dataset_kwargs(tok))
+  full = [i for i in range(NUM_RECORDS)
+          if weight_kind_of(clip_number(records.decode_record(source[i]))) == "full"]
+  for i in full:
+    np.testing.assert_array_equal(apart[i]["frames"], ds[i]["frames"])
+    assert not np.array_equal(apart[i]["motion"], apart[i]["frames"])
 
 
 def test_random_resized_crop_box_bounds():
