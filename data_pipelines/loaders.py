@@ -37,7 +37,8 @@ caption (stage 1) or the description (stage 2).
 
 Evaluation (stage 3): `make_eval_dataset` gives one item per description and per QA pair of
 a split -- frames, motion, the unpadded test prompt (input_ids, attention_mask, visual_mask),
-`task` ("description"/"qa"), `question`, `reference`, `video` -- and `eval_batches` collates
+`task` ("description"/"qa"), `question`, `reference`, `video`, `record` (index in the split)
+-- and `eval_batches` collates
 them, left-padding the prompts for batched generation.
 """
 from __future__ import annotations

@@ -161,7 +161,7 @@ def test_train_batch_shapes_and_dtypes(contract_dir, tok):
     assert mask[:n].all() and not mask[n:].any()  # right padding
     positions = np.flatnonzero(vis)
     assert len(positions) == NV and (np.diff(positions) == 1).all()
-    assert (ids[positions] == tok.pad_id).all()
+    assert (ids[positions] == tok.unk_id).all()
     supervised = labels != -100
     assert not supervised[n:].any() and not supervised[positions].any()
     assert (labels[supervised] == ids[supervised]).all()

@@ -73,6 +73,7 @@ MAX_INSTRUCT_TOKENS = 512   # the released tokenizer `max_length` of stage 2
 class TokenizerLike(Protocol):
   bos_id: int
   eos_id: int
+  unk_id: int
   pad_id: int
 
   def encode(self, text: str, bos: bool = False, eos: bool = False) -> list[int]:
@@ -105,7 +106,7 @@ def _tokenize(tokenizer: TokenizerLike, pieces, max_text_tokens: int | None = No
       ids.append(tokenizer.eos_id), vis.append(0), sup.append(piece[1])
     elif kind == "visual":
       n = piece[1]
-      ids += [tokenizer.pad_id] * n
+      ids += [tokenizer.unk_id] * n  # never embedded: the model puts visual tokens here
       vis += [1] * n
       sup += [False] * n
     elif kind == "text":
