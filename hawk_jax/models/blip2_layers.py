@@ -1,0 +1,104 @@
+"""Building blocks shared by BLIP-2's two towers (the EVA ViT and the BERT Q-Former).
+
+Matmuls run in the compute dtype and accumulate in float32 (`preferred_element_type`): bf16 in
+and out without it is slower on CPU and loses precision; LayerNorms always compute in float32,
+as the PyTorch originals do under autocast.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from hawk_jax.models.common import dtype_of, param_with_axes
+
+# BERT and EVA both initialise their linear layers with a (truncated) normal of std 0.02.
+DEFAULT_KERNEL_INIT = nn.initializers.truncated_normal(0.02)
+
+
+def matmul(x, kernel, dtype, n_contract: int = 1):
+  """Contract the last `n_contract` axes of x with the first ones of kernel; float32 result."""
+  contract_x = tuple(range(x.ndim - n_contract, x.ndim))
+  contract_k = tuple(range(n_contract))
+  return jax.lax.dot_general(
+      x.astype(dtype), kernel.astype(dtype), ((contract_x, contract_k), ((), ())),
+      preferred_element_type=jnp.float32)
+
+
+class Dense(nn.Module):
+  """y = x . kernel + bias with a multi-axis kernel [*x.shape[-n_contract:], *features].
+
+  `kernel_axes` names every kernel axis (inputs then outputs); the bias takes the output names.
+  """
+  features: Sequence[int]
+  kernel_axes: Sequence[str | None]
+  n_contract: int = 1
+  use_bias: bool = True
+  dtype: Any = "float32"
+  param_dtype: Any = "float32"
+  kernel_init: Callable = DEFAULT_KERNEL_INIT
+
+  @nn.compact
+  def __call__(self, x):
+    features = tuple(self.features)
+    in_shape = tuple(x.shape[x.ndim - self.n_contract:])
+    if len(self.kernel_axes) != len(in_shape) + len(features):
+      raise ValueError(f"{self.name}: kernel_axes {self.kernel_axes} do not name the kernel "
+                       f"axes {in_shape + features}")
+    kernel = self.param("kernel", param_with_axes(self.kernel_init, *self.kernel_axes),
+                        in_shape + features, dtype_of(self.param_dtype))
+    y = matmul(x, kernel, dtype_of(self.dtype), self.n_contract)
+    if self.use_bias:
+      bias = self.param("bias", param_with_axes(nn.initializers.zeros,
+                                                *self.kernel_axes[self.n_contract:]),
+                        features, dtype_of(self.param_dtype))
+      y = y + bias.astype(jnp.float32)
+    return y.astype(dtype_of(self.dtype))
+
+
+class LayerNorm(nn.Module):
+  """torch.nn.LayerNorm (biased variance, eps inside the root), computed in float32; the result
+  is cast to `dtype`."""
+  eps: float
+  dtype: Any = "float32"
+  param_dtype: Any = "float32"
+
+  @nn.compact
+  def __call__(self, x):
+    width = x.shape[-1]
+    scale = self.param("scale", param_with_axes(nn.initializers.ones, "norm"), (width,),
+                       dtype_of(self.param_dtype))
+    bias = self.param("bias", param_with_axes(nn.initializers.zeros, "norm"), (width,),
+                      dtype_of(self.param_dtype))
+    x32 = x.astype(jnp.float32)
+    mean = jnp.mean(x32, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
+    y = (x32 - mean) * jax.lax.rsqrt(var + self.eps)
+    y = y * scale.astype(jnp.float32) + bias.astype(jnp.float32)
+    return y.astype(dtype_of(self.dtype))
+
+
+def attention(q, k, v, dtype, kv_mask=None, probs_dropout: Callable | None = None):
+  """Softmax attention, no causal mask. q [B, Lq, H, Dh], k/v [B, Lk, H, Dh] -> [B, Lq, H, Dh].
+
+  `kv_mask` [B, Lk] (nonzero = attend) hides padded keys; `probs_dropout` is applied to the
+  attention probabilities (BERT's attention dropout). Logits and softmax are float32.
+  """
+  dtype = dtype_of(dtype)
+  scale = q.shape[-1] ** -0.5
+  logits = jnp.einsum("bqhd,bkhd->bhqk", q.astype(dtype), k.astype(dtype),
+                      preferred_element_type=jnp.float32) * scale
+  if kv_mask is not None:
+    if kv_mask.shape != (k.shape[0], k.shape[1]):
+      raise ValueError(f"attention mask has shape {kv_mask.shape}; the keys want "
+                       f"{(k.shape[0], k.shape[1])} (batch, key length)")
+    keep = kv_mask.astype(bool)[:, None, None, :]
+    logits = jnp.where(keep, logits, jnp.finfo(jnp.float32).min)
+  probs = jax.nn.softmax(logits, axis=-1)
+  if probs_dropout is not None:
+    probs = probs_dropout(probs)
+  out = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(dtype), v.astype(dtype),
+                   preferred_element_type=jnp.float32)
+  return out.astype(dtype)
