@@ -66,6 +66,8 @@ def make_mesh(shape: Sequence[int], axes: Sequence[str] = MESH_AXES, devices=Non
   if -1 in shape:
     known = int(np.prod([s for s in shape if s != -1]))
     shape[shape.index(-1)] = len(devices) // known
+  if -1 not in shape and int(np.prod(shape)) < len(devices):
+    devices = devices[:int(np.prod(shape))]  # e.g. (1, 1, 1): one device of several
   if int(np.prod(shape)) != len(devices):
     raise ValueError(f"mesh shape {shape} needs {int(np.prod(shape))} devices, have {len(devices)}")
   return jax.make_mesh(tuple(shape), tuple(axes), axis_types=(AxisType.Auto,) * len(axes),

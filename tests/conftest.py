@@ -14,6 +14,11 @@ flags.FLAGS.mark_as_parsed()
 import jax  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
+# Many tests compile the same tiny programs (train steps across stages and resumes): a
+# persistent compilation cache makes the repeats cheap.
+jax.config.update("jax_compilation_cache_dir",
+                  os.environ.get("HAWK_JAX_TEST_CACHE", "/tmp/hawk_jax_test_xla_cache"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
 def pytest_configure(config):

@@ -5,7 +5,8 @@ token, learned absolute positions and no final norm; `ln_vision` (float32) is ap
 output token. No dropout or drop-path: the tower is frozen in HAWK.
 
 Parameter tree (the converters in hawk_jax/convert rely on these names):
-  patch_embed/{kernel [p * p * 3, D] (row, column, channel), bias [D]}, cls_token [1, 1, D], pos_embed [1, N + 1, D],
+  patch_embed/{kernel [p * p * 3, D] (row, column, channel), bias [D]},
+  cls_token [1, 1, D], pos_embed [1, N + 1, D],
   layers/... (stacked on axis 0 when scan_layers) or layers_{i}/...:
     norm1/{scale, bias}, attn/{qkv/kernel [D, 3, H, Dh], q_bias [H, Dh], v_bias [H, Dh],
     proj/{kernel [H, Dh, D], bias}}, norm2/{scale, bias}, mlp/{fc1, fc2}/{kernel, bias}

@@ -1,0 +1,124 @@
+"""Checkpoint reading and writing, the one low module training, conversion and inference use.
+
+Layout of a workdir:
+  config.json              the stage config the run used (ConfigDict as JSON)
+  frozen/                  the frozen parameters, written once (StandardSave)
+  checkpoints/<step>/      CheckpointManager steps with items
+                             trainable  (StandardSave) — trainable parameters
+                             opt_state  (StandardSave) — optimizer state (trainable part only)
+                             data       (grain CheckpointSave) — the input iterator, if any
+                             meta       (JsonSave) — step, stage, variant, ...
+Saves are asynchronous; an interrupted save leaves a `*.orbax-checkpoint-tmp*` folder that
+`latest_step()` skips. Restoring takes abstract targets (ShapeDtypeStruct with shardings), so a
+checkpoint restores onto any mesh.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+from etils import epath
+
+
+def _abs(path) -> epath.Path:
+  p = epath.Path(path)
+  return p if str(p).startswith("gs://") else epath.Path(os.path.abspath(str(p)))
+
+
+def write_config(workdir, cfg: ml_collections.ConfigDict) -> None:
+  path = _abs(workdir) / "config.json"
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(cfg.to_json_best_effort(indent=2))
+
+
+def read_config(workdir) -> ml_collections.ConfigDict:
+  path = _abs(workdir) / "config.json"
+  if not path.exists():
+    raise FileNotFoundError(f"{path}: no config.json — is {workdir} a hawk-jax workdir?")
+  return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+def save_params(directory, params) -> None:
+  """One-shot save of a parameter tree (frozen towers, or a full inference model)."""
+  path = _abs(directory)
+  with ocp.StandardCheckpointer() as ckptr:
+    ckptr.save(path, params, force=True)
+
+
+def load_params(directory, target) -> Any:
+  """Restore a `save_params` tree onto `target` (ShapeDtypeStructs with shardings)."""
+  path = _abs(directory)
+  if not path.exists():
+    raise FileNotFoundError(f"{path}: no saved parameters")
+  with ocp.StandardCheckpointer() as ckptr:
+    return ckptr.restore(path, target)
+
+
+def has_params(directory) -> bool:
+  return _abs(directory).exists()
+
+
+class TrainCheckpoints:
+  """CheckpointManager over (trainable, opt_state, data iterator, meta)."""
+
+  def __init__(self, directory, keep: int = 2, async_save: bool = True):
+    self.directory = _abs(directory)
+    self.manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                             enable_async_checkpointing=async_save))
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def save(self, step: int, trainable, opt_state, data_iter=None, meta=None) -> bool:
+    import grain
+    items = dict(trainable=ocp.args.StandardSave(trainable),
+                 opt_state=ocp.args.StandardSave(opt_state),
+                 meta=ocp.args.JsonSave(dict(meta or {}, step=int(step))))
+    if data_iter is not None:
+      items["data"] = grain.checkpoint.CheckpointSave(data_iter)
+    return self.manager.save(step, args=ocp.args.Composite(**items))
+
+  def restore(self, step: int, trainable_target, opt_state_target=None, data_iter=None):
+    """Returns a dict with the restored items (`data_iter` is restored in place)."""
+    import grain
+    items = dict(trainable=ocp.args.StandardRestore(trainable_target),
+                 meta=ocp.args.JsonRestore())
+    if opt_state_target is not None:
+      items["opt_state"] = ocp.args.StandardRestore(opt_state_target)
+    if data_iter is not None:
+      items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
+    return self.manager.restore(step, args=ocp.args.Composite(**items))
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.wait_until_finished()
+    self.manager.close()
+
+
+def restore_trainable(workdir, target, step: int | None = None):
+  """Partial restore: only the trainable parameters of another run's last (or given) step —
+  how stage 2 starts from stage 1 and stage 3 from stage 2."""
+  ckpts = TrainCheckpoints(_abs(workdir) / "checkpoints", async_save=False)
+  step = ckpts.latest_step() if step is None else step
+  if step is None:
+    raise FileNotFoundError(f"{workdir}: no finished checkpoint to start from")
+  out = ckpts.manager.restore(
+      step, args=ocp.args.Composite(trainable=ocp.args.StandardRestore(target)))
+  ckpts.manager.close()
+  return out["trainable"], step
+
+
+def abstract_like(tree, shardings=None):
+  """ShapeDtypeStructs of `tree` (optionally with shardings) to restore into."""
+  if shardings is None:
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree)
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                      tree, shardings)

@@ -1,0 +1,16 @@
+"""A persistent XLA compilation cache, so reruns and resumed runs skip recompiling."""
+from __future__ import annotations
+
+import os
+
+import jax
+
+DEFAULT_DIR = os.path.join(os.path.expanduser("~"), ".cache", "hawk_jax", "xla")
+
+
+def enable(directory: str | None = None, min_compile_secs: float = 1.0) -> None:
+  directory = directory or os.environ.get("HAWK_JAX_COMPILE_CACHE", DEFAULT_DIR)
+  if directory.lower() in ("", "0", "off", "none"):
+    return
+  jax.config.update("jax_compilation_cache_dir", directory)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_secs)

@@ -1,0 +1,200 @@
+"""The training loop of one stage: init -> (resume) -> jitted sharded steps -> checkpoints.
+
+A run killed at any moment and started again with the same command resumes from its last
+finished checkpoint (trainable parameters, optimizer state, step and the Grain iterator state),
+and ends with exactly the parameters of an uninterrupted run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from hawk_jax import checkpoint
+from hawk_jax.config_io import hawk_model_config
+from hawk_jax.hardware import chip as chip_spec
+from hawk_jax.models.hawk import Hawk, split_params
+from hawk_jax.sharding import batch_sharding, make_mesh, replicated, rules_as_list
+from hawk_jax.train import data as train_data
+from hawk_jax.train.init import count, initialize
+from hawk_jax.train.metrics_writer import MetricsWriter
+from hawk_jax.train.optim import make_optimizer
+from hawk_jax.train.step import batch_keys, make_eval_step, make_train_step
+
+log = logging.getLogger("hawk_jax.train")
+
+
+@dataclasses.dataclass
+class StageResult:
+  workdir: str
+  first_loss: float | None
+  last_loss: float | None
+  steps: int
+  resumed_from: int | None
+  eval_loss: float | None
+  sources: dict
+
+
+def _to_host(tree):
+  return jax.tree.map(lambda x: np.asarray(x), tree)
+
+
+def _estimate_step_flops(compiled) -> float:
+  try:
+    ca = compiled.cost_analysis()
+    if isinstance(ca, (list, tuple)):
+      ca = ca[0]
+    return float(ca.get("flops", 0.0))
+  except Exception:  # cost analysis is best-effort on some backends
+    return 0.0
+
+
+def train_stage(cfg: ml_collections.ConfigDict, workdir: str, *, stop_after: int | None = None,
+                progress: bool = True) -> StageResult:
+  """Train one stage into `workdir`. `stop_after` ends early after that many steps of this
+  invocation (tests use it to simulate an interruption)."""
+  os.makedirs(workdir, exist_ok=True)
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+  if jax.process_count() > 1:
+    log.info("process %d of %d", jax.process_index(), jax.process_count())
+  checkpoint.write_config(workdir, cfg)
+  config = hawk_model_config(cfg)
+  model = Hawk(config)
+  rules = rules_as_list(cfg.logical_axis_rules)
+  mesh = make_mesh(cfg.mesh_shape)
+  log.info("mesh %s", dict(mesh.shape))
+
+  with mesh:
+    params, shardings, sources = initialize(model, cfg, mesh, rules)
+  for group, origin in sorted(sources.items()):
+    log.info("params %-40s <- %s", group, origin)
+  trainable, frozen = split_params(params, config)
+  train_shard, frozen_shard = split_params(shardings, config)
+  log.info("parameters: trainable %s, frozen %s", f"{count(trainable):,}", f"{count(frozen):,}")
+  if not checkpoint.has_params(os.path.join(workdir, "frozen")) and jax.process_index() == 0:
+    checkpoint.save_params(os.path.join(workdir, "frozen"), frozen)
+
+  tx, schedule = make_optimizer(cfg.optim, cfg.train.num_steps)
+  # Adam moments follow the parameters' shardings; scalars (counts) are replicated.
+  opt_shard = _opt_state_shardings(tx, trainable, train_shard, mesh)
+  opt_state = jax.jit(tx.init, out_shardings=opt_shard)(trainable)
+  state = {"step": jnp.zeros((), jnp.int32), "trainable": trainable, "opt_state": opt_state}
+  state_shard = {"step": replicated(mesh), "trainable": train_shard, "opt_state": opt_shard}
+
+  loader = train_data.train_iterator(cfg, split="train")
+  ckpts = checkpoint.TrainCheckpoints(os.path.join(workdir, "checkpoints"),
+                                      keep=cfg.train.keep_checkpoints)
+  start = ckpts.latest_step()
+  if start is not None:
+    restored = ckpts.restore(
+        start, checkpoint.abstract_like(state["trainable"], train_shard),
+        checkpoint.abstract_like(state["opt_state"], opt_shard), data_iter=loader)
+    state = {"step": jnp.asarray(start, jnp.int32), "trainable": restored["trainable"],
+             "opt_state": restored["opt_state"]}
+    log.info("resumed from %s step %d", ckpts.directory, start)
+
+  use_ml = cfg.loss.ml_source == "motion_text"
+  keys = batch_keys(use_ml)
+  rules_t = tuple(rules)
+  step_fn = make_train_step(model, tx, schedule, cfg.loss.to_dict(), cfg.seed,
+                            cfg.optim.grad_accum_steps, rules_t)
+  first_batch = next(loader)
+  in_batch_shard = {k: batch_sharding(mesh, np.ndim(first_batch[k]), rules) for k in keys}
+  jit_step = jax.jit(step_fn, in_shardings=(state_shard, frozen_shard, in_batch_shard),
+                     out_shardings=(state_shard, replicated(mesh)), donate_argnums=(0,))
+
+  def to_device(b):
+    return {k: jax.make_array_from_process_local_data(in_batch_shard[k], np.asarray(b[k]))
+            for k in keys}
+
+  writer = MetricsWriter(workdir, enabled=jax.process_index() == 0)
+  first_loss = last_loss = None
+  num_steps = int(cfg.train.num_steps)
+  step = int(start or 0)
+  batch = to_device(first_batch)
+  compiled = jit_step.lower(state, frozen, batch).compile()
+  step_flops = _estimate_step_flops(compiled)
+  peak = chip_spec(cfg.train.get("chip", "cpu")).peak_bf16_flops * jax.device_count()
+  global_batch = int(first_batch["input_ids"].shape[0]) * jax.process_count()
+  tokens_per_batch = global_batch * int(first_batch["input_ids"].shape[1])
+
+  bar = None
+  if progress and jax.process_index() == 0:
+    from tqdm import tqdm
+    bar = tqdm(total=num_steps, initial=step, desc=f"stage {cfg.stage}", dynamic_ncols=True)
+  t_last, steps_since = time.perf_counter(), 0
+  done_here = 0
+  while step < num_steps:
+    state, metrics = compiled(state, frozen, batch)
+    step += 1
+    done_here += 1
+    steps_since += 1
+    if step % cfg.train.log_every == 0 or step == num_steps or step == 1 or done_here == 1:
+      m = {k: float(v) for k, v in jax.device_get(metrics).items()}
+      dt = (time.perf_counter() - t_last) / max(steps_since, 1)
+      t_last, steps_since = time.perf_counter(), 0
+      m.update(samples_per_s=global_batch / dt, tokens_per_s=tokens_per_batch / dt,
+               mfu=(step_flops / dt / peak) if step_flops else 0.0)
+      if first_loss is None and start is None:
+        first_loss = m["loss"]
+      last_loss = m["loss"]
+      writer.write(step, m)
+      if bar is not None:
+        bar.set_postfix(loss=f"{m['loss']:.4f}", lr=f"{m['learning_rate']:.2e}")
+    if bar is not None:
+      bar.update(1)
+    if step % cfg.train.ckpt_every == 0 or step == num_steps:
+      ckpts.save(step, state["trainable"], state["opt_state"], data_iter=loader,
+                 meta={"stage": int(cfg.stage), "variant": cfg.variant})
+    if stop_after is not None and done_here >= stop_after:
+      break
+    if step < num_steps:
+      batch = to_device(next(loader))
+  if bar is not None:
+    bar.close()
+  ckpts.close()
+
+  eval_loss = None
+  if step >= num_steps and cfg.train.eval_batches:
+    eval_loss = evaluate_loss(model, cfg, state["trainable"], frozen, mesh, rules, keys,
+                              in_batch_shard)
+    if eval_loss is not None:
+      writer.write(step, {"eval_loss": eval_loss})
+  writer.close()
+  result = StageResult(workdir, first_loss, last_loss, step, start, eval_loss, sources)
+  with open(os.path.join(workdir, "result.json"), "w") as f:
+    json.dump(dataclasses.asdict(result), f, indent=2)
+  return result
+
+
+def evaluate_loss(model, cfg, trainable, frozen, mesh, rules, keys, in_batch_shard):
+  """Mean loss over a few batches of the held-out split (None where there is none)."""
+  try:
+    it = train_data.train_iterator(cfg, split="test", train=False)
+  except (FileNotFoundError, KeyError) as e:
+    log.info("no held-out evaluation: %s", e)
+    return None
+  eval_fn = jax.jit(make_eval_step(model, cfg.loss.to_dict(), tuple(rules)))
+  totals = []
+  for _ in range(int(cfg.train.eval_batches)):
+    b = next(it)
+    b = {k: jax.make_array_from_process_local_data(in_batch_shard[k], np.asarray(b[k]))
+         for k in keys}
+    totals.append(float(eval_fn(trainable, frozen, b)["loss"]))
+  return float(np.mean(totals)) if totals else None
+
+
+def _opt_state_shardings(tx, trainable, train_shard, mesh):
+  """Optimizer-state leaves that mirror a parameter take its sharding; the rest replicate."""
+  import optax
+  abstract = jax.eval_shape(tx.init, trainable)
+  return optax.tree_map_params(tx, lambda _, s: s, abstract, train_shard,
+                               transform_non_params=lambda _: replicated(mesh))

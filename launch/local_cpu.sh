@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The whole HAWK pipeline on a CPU at the tiny size, on data it makes itself:
+#   synthetic videos -> pre-extraction (frames + motion into ArrayRecord) -> stage 1 (captions)
+#   -> stage 2 (anomaly descriptions + QA, from stage 1) -> stage 3 (generation on the test
+#   split + BLEU). Rerunning after an interruption resumes where it stopped.
+# Usage: launch/local_cpu.sh [WORKDIR]   (default ./workdir)
+set -euo pipefail
+W="${1:-workdir}"
+mkdir -p "$W"
+W="$(cd "$W" && pwd)"
+export JAX_PLATFORMS=cpu
+PY="${PYTHON:-python}"
+NUM_VIDEOS="${NUM_VIDEOS:-24}"
+T0=$(date +%s)
+
+echo "== [1/5] synthetic dataset -> $W/raw"
+"$PY" -m data_pipelines.synthetic --out "$W/raw" --num_videos "$NUM_VIDEOS"
+
+echo "== [2/5] pre-extraction (frames + motion -> ArrayRecord) -> $W/data"
+"$PY" -m data_pipelines.extract --source captions --annotations "$W/raw/captions.csv" \
+  --videos_dir "$W/raw/videos" --out_dir "$W/data/captions" --num_frames 8 --size 64 \
+  --motion flow_soft --workers 2
+"$PY" -m data_pipelines.extract --source hawk --annotations "$W/raw/all_videos_train.json" \
+  --test_annotations "$W/raw/all_videos_test.json" --videos_dir "$W/raw/videos" \
+  --out_dir "$W/data/hawk" --num_frames 8 --size 64 --motion flow_soft --workers 2
+
+echo "== [3/5] stage 1: pretraining on captions -> $W/stage1"
+"$PY" -m hawk_jax.train --config configs/stage1_pretrain.py:size=tiny --workdir "$W/stage1" \
+  --config.data.dir="$W/data/captions"
+
+echo "== [4/5] stage 2: fine-tuning on descriptions + QA -> $W/stage2"
+"$PY" -m hawk_jax.train --config configs/stage2_finetune.py:size=tiny --workdir "$W/stage2" \
+  --config.data.dir="$W/data/hawk" --config.init.from_stage="$W/stage1"
+
+echo "== [5/5] stage 3: generation on the test split + BLEU -> $W/stage3"
+"$PY" -m hawk_jax.evaluate --checkpoint "$W/stage2" --data_dir "$W/data/hawk" \
+  --out "$W/stage3" --no_judge
+
+"$PY" -m hawk_jax.train.run_summary "$W" --seconds $(( $(date +%s) - T0 ))
