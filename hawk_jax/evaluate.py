@@ -2,6 +2,8 @@
 
   python -m hawk_jax.evaluate --predictions preds.jsonl --out eval_dir \
       [--judge_model gpt-4o] [--no_judge]
+  python -m hawk_jax.evaluate --checkpoint runs/stage2 --data_dir data/hawk --out eval_dir \
+      [--max_items N] [--batch_size B] [--no_judge]     # generate the predictions first
 
 Each line of the predictions file is
 `{"task": "description"|"qa", "video": ..., "question": ..., "reference": ..., "prediction": ...}`.
@@ -24,6 +26,7 @@ from typing import Iterable, Mapping, Sequence
 from hawk_jax import metrics
 from hawk_jax.eval import report as report_lib
 from hawk_jax.eval.judge import TASKS, Judge, JudgeConfig, JudgeSetupError
+from hawk_jax.infer import predict as predict_lib
 
 # Our choice when --judge_model is not given; the paper names no judge model version.
 DEFAULT_JUDGE_MODEL = "gpt-4o"
@@ -130,7 +133,8 @@ def evaluate_predictions(records: Iterable[Mapping[str, str]], out_dir: str,
 def _parse_args(argv):
   parser = argparse.ArgumentParser(prog="python -m hawk_jax.evaluate", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--predictions", required=True, help="predictions JSON-lines file")
+  parser.add_argument("--predictions", default=None,
+                      help="predictions JSON-lines file (or generate them: --checkpoint)")
   parser.add_argument("--out", required=True, help="output directory for the report")
   parser.add_argument("--judge_model", default=None,
                       help=f"judge model name (default {DEFAULT_JUDGE_MODEL}); giving it turns "
@@ -142,7 +146,12 @@ def _parse_args(argv):
   parser.add_argument("--judge_timeout", type=float, default=60., help="seconds per request")
   parser.add_argument("--judge_attempts", type=int, default=5,
                       help="attempts per request before the item counts as failed")
-  return parser.parse_args(argv)
+  # The --checkpoint route: --checkpoint DIR --data_dir DIR [--max_items N] [--batch_size B].
+  predict_lib.add_predict_args(parser)
+  args = parser.parse_args(argv)
+  if (args.predictions is None) == (args.checkpoint is None):
+    parser.error("give either --predictions FILE or --checkpoint DIR --data_dir DIR")
+  return args
 
 
 def make_judge(args) -> tuple[Judge | None, str]:
@@ -162,9 +171,11 @@ def make_judge(args) -> tuple[Judge | None, str]:
 def main(argv: Sequence[str] | None = None) -> int:
   args = _parse_args(argv)
   try:
-    # A later --checkpoint/--data_dir route would generate the records here instead.
-    records = load_predictions(args.predictions)
-    judge, skipped = make_judge(args)
+    judge, skipped = make_judge(args)  # first: a bad judge setup fails before generation
+    if args.checkpoint:  # generate from a trained workdir (writes OUT/predictions.jsonl)
+      records = predict_lib.predictions_from_checkpoint(args)
+    else:
+      records = load_predictions(args.predictions)
   except (OSError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -1,0 +1,95 @@
+"""Chat about a video with a trained HAWK, on stdin/stdout.
+
+  python -m hawk_jax.chat --checkpoint runs/stage2 clip.mp4
+  printf 'What happens?\\nWho is involved?\\n' | python -m hawk_jax.chat --checkpoint runs/stage2 clip.mp4
+
+Each input line is a question; the answer is streamed to stdout as its tokens are decoded, then
+a newline. `/reset` starts a new conversation about the same video, `/quit` or end of input
+ends. The video is encoded once and given to the model once, in the first message; the
+conversation lives in the LLM's KV cache, so later turns add only their own tokens
+(hawk_jax.infer.conversation). The system prompt is the released demo's unless --system is
+given (--system " " gives the training layout, whose first answer equals `describe`'s).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Sequence, TextIO
+
+from hawk_jax.infer import cli
+
+
+def _parse_args(argv):
+  parser = argparse.ArgumentParser(prog="python -m hawk_jax.chat", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("video", metavar="VIDEO", help="video file")
+  parser.add_argument("--system", default=None,
+                      help="system prompt (default: the released demo's)")
+  parser.add_argument("--max_context", type=int, default=None,
+                      help="KV-cache slots for the whole conversation (default: the LLM's "
+                           "max_position_embeddings)")
+  cli.add_model_args(parser)
+  cli.add_generation_args(parser, strategies=("greedy", "sample"))
+  return parser.parse_args(argv)
+
+
+def run(conversation, stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
+  """The read-answer loop; returns the number of answered questions."""
+  from hawk_jax.infer.conversation import ContextFull
+  interactive = stdin.isatty()
+  answered = 0
+  while True:
+    if interactive:
+      stderr.write("you> ")
+      stderr.flush()
+    line = stdin.readline()
+    if not line:
+      break
+    question = line.strip()
+    if not question:
+      continue
+    if question == "/quit":
+      break
+    if question == "/reset":
+      conversation.reset()
+      stderr.write("[conversation reset]\n")
+      continue
+    try:
+      for delta in conversation.ask(question):
+        stdout.write(delta)
+        stdout.flush()
+    except ContextFull as e:
+      stderr.write(f"[{e}]\n")
+      continue
+    stdout.write("\n")
+    stdout.flush()
+    answered += 1
+  return answered
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  args = _parse_args(argv)
+  from hawk_jax.infer.conversation import Conversation
+  from hawk_jax.text import prompts
+  t0 = time.perf_counter()
+  try:
+    engine = cli.load_engine(args)
+    options = engine.default_options(**cli.generation_overrides(args))
+    if options.strategy == "beam":  # the run config may say beam; chat streams
+      raise ValueError("chat streams its answers: pass --strategy greedy or sample")
+    video = engine.load_video(args.video)
+    system = prompts.DEMO_SYSTEM_PROMPT if args.system is None else args.system
+    conversation = Conversation(engine, video, system=system, options=options,
+                                max_context=args.max_context)
+  except (OSError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  print(f"[ready in {time.perf_counter() - t0:.1f}s: {args.video} encoded; ask away, /reset, "
+        "/quit]", file=sys.stderr)
+  run(conversation, sys.stdin, sys.stdout, sys.stderr)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,74 @@
+"""Describe the anomaly in a video (or answer a question about it) with a trained HAWK.
+
+  python -m hawk_jax.describe --checkpoint runs/stage2 clip.mp4
+  python -m hawk_jax.describe --checkpoint runs/stage2 clip.mp4 --question "Who falls?" \
+      --strategy sample --temperature 0.7 --top_p 0.9 --seed 1
+  python -m hawk_jax.describe --checkpoint runs/stage2 a.mp4 b.mp4 --strategy beam --num_beams 4
+
+One video: the answer is streamed to stdout token by token (beam search prints it when done).
+Several videos: they are answered as one batch and printed as `VIDEO<TAB>answer` lines. The
+prompt is the stage-2 test prompt (frame timestamps, system prompt " "); without --question it
+asks the first stage-2 description question. Unset generation flags take the run config's
+`generate` section. Progress and timings go to stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Sequence
+
+import numpy as np
+
+from hawk_jax.infer import cli
+
+
+def _parse_args(argv):
+  parser = argparse.ArgumentParser(prog="python -m hawk_jax.describe", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("videos", nargs="+", metavar="VIDEO", help="video file(s)")
+  parser.add_argument("--question", default=None,
+                      help="question to answer (default: describe the anomaly)")
+  parser.add_argument("--system", default=None,
+                      help="system prompt (default: the training template's \" \")")
+  cli.add_model_args(parser)
+  cli.add_generation_args(parser)
+  return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  args = _parse_args(argv)
+  from hawk_jax.infer.engine import DEFAULT_QUESTION
+  from hawk_jax.text import prompts
+  t0 = time.perf_counter()
+  try:
+    engine = cli.load_engine(args)
+    options = engine.default_options(**cli.generation_overrides(args))
+    videos = [engine.load_video(path) for path in args.videos]
+  except (OSError, ValueError) as e:  # WorkdirError, VideoError, bad flags are ValueErrors
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  question = args.question or DEFAULT_QUESTION
+  system = prompts.TRAIN_SYSTEM_PROMPT if args.system is None else args.system
+  print(f"[loaded {args.checkpoint} and {len(videos)} video(s) in "
+        f"{time.perf_counter() - t0:.1f}s; {options.strategy}, up to "
+        f"{options.max_new_tokens} tokens]", file=sys.stderr)
+  t1 = time.perf_counter()
+  visual = engine.encode(np.stack([v.frames for v in videos]),
+                         np.stack([v.motion for v in videos]))
+  batch = [engine.test_prompt(question, v.timestamps, system=system) for v in videos]
+  if len(videos) == 1:
+    for delta in engine.stream(visual, batch[0], options):
+      sys.stdout.write(delta)
+      sys.stdout.flush()
+    sys.stdout.write("\n")
+  else:
+    for path, answer in zip(args.videos, engine.generate(visual, batch, options)):
+      sys.stdout.write(f"{path}\t{answer.text}\n")
+  sys.stdout.flush()
+  print(f"[generated in {time.perf_counter() - t1:.1f}s]", file=sys.stderr)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,282 @@
+"""The HAWK inference engine: video file -> visual tokens -> prompt embeddings -> generated text.
+
+  engine = Engine.from_workdir("runs/stage2")
+  video = engine.load_video("clip.mp4")                      # motion.extract, config's settings
+  visual = engine.encode(video.frames[None], video.motion[None])   # [1, 2*Nv, D]
+  prompt = engine.test_prompt("What happens?", video.timestamps)
+  [answer] = engine.generate(visual, [prompt], GenerationOptions())
+  for delta in engine.stream(visual, prompt, options): print(delta, end="")
+
+Prompts follow the stage-2 test layout (`prompts.instruct_test_prompt`: LLaMA-2 chat template,
+system prompt " ", frame timestamps, the question); a description is the answer to one of the
+stage-2 description questions. Batches are left-padded (`attention_mask` marks real tokens) so
+every row ends at the same column; prompt lengths are rounded up to `prompt_bucket` so prompts
+of similar length share one compiled generation loop. The jitted pieces (video encoding, prompt
+embedding, and hawk_jax.generate's loops) are module-level and keyed by the model and shapes, so
+several engines over the same model reuse the compilations.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any, Iterator, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hawk_jax import generate as generate_lib
+from hawk_jax.infer.load import load_workdir
+from hawk_jax.infer.text_stream import TextStream
+from hawk_jax.models.hawk import Hawk, check_visual_mask
+from hawk_jax.models.llama import Llama
+from hawk_jax.text import prompts
+from hawk_jax.text.tokenizer import Tokenizer, check_fits_vocab, load_tokenizer
+
+STRATEGIES = ("greedy", "sample", "beam")
+DEFAULT_QUESTION = prompts.DESCRIPTION_QUESTIONS[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerationOptions:
+  """How to pick tokens. `top_p` and `temperature` apply to "sample", `num_beams` to "beam"."""
+  max_new_tokens: int = 48
+  strategy: str = "greedy"
+  temperature: float = 1.0
+  top_p: float = 0.9
+  num_beams: int = 4
+  seed: int = 0
+
+  def __post_init__(self):
+    if self.strategy not in STRATEGIES:
+      raise ValueError(f"strategy {self.strategy!r}: expected one of {STRATEGIES}")
+    if self.max_new_tokens < 1:
+      raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+    if self.strategy == "sample" and not (self.temperature > 0 and 0 < self.top_p <= 1):
+      raise ValueError(f"sampling needs temperature > 0 and top_p in (0, 1]; got "
+                       f"temperature={self.temperature}, top_p={self.top_p}")
+    if self.strategy == "beam" and self.num_beams < 2:
+      raise ValueError(f"beam search needs num_beams >= 2, got {self.num_beams}")
+
+  @classmethod
+  def from_config(cls, gen_cfg, **overrides) -> "GenerationOptions":
+    """Defaults from a stage config's `generate` section; overrides that are None are ignored.
+    The config's `num_beams` (1 for greedy) only counts for "beam" when it is >= 2."""
+    values = dict(max_new_tokens=int(gen_cfg.get("max_new_tokens", cls.max_new_tokens)),
+                  strategy=str(gen_cfg.get("strategy", cls.strategy)),
+                  temperature=float(gen_cfg.get("temperature", cls.temperature)),
+                  top_p=float(gen_cfg.get("top_p", cls.top_p)))
+    beams = int(gen_cfg.get("num_beams", 1))
+    if beams >= 2:
+      values["num_beams"] = beams
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return cls(**values)
+
+  def generate_kwargs(self) -> dict[str, Any]:
+    """Keyword arguments of `hawk_jax.generate.generate` / `stream` for this choice."""
+    if self.strategy == "sample":
+      return dict(do_sample=True, temperature=self.temperature, top_p=self.top_p,
+                  rng=jax.random.PRNGKey(self.seed))
+    if self.strategy == "beam":
+      return dict(num_beams=self.num_beams)
+    return {}
+
+
+@dataclasses.dataclass(frozen=True)
+class Video:
+  """A decoded clip as the model takes it: uint8 [T, S, S, 3] frames and motion frames."""
+  frames: np.ndarray
+  motion: np.ndarray
+  timestamps: np.ndarray
+  path: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Answer:
+  text: str
+  tokens: list[int]        # generated ids, EOS and padding removed
+  stopped_at_eos: bool
+
+
+# --- jitted model pieces (module level: shared by every engine over the same model) -----------
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def _encode_video(model: Hawk, params, frames, motion):
+  return model.apply({"params": params}, frames, motion, method=Hawk.encode_video)["visual"]
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def _prompt_embeddings(model: Hawk, params, input_ids, visual_mask, visual):
+  return model.apply({"params": params}, input_ids, visual_mask, visual,
+                     method=Hawk.prompt_embeddings)
+
+
+def round_up(n: int, multiple: int) -> int:
+  return int(math.ceil(n / multiple) * multiple) if multiple > 1 else n
+
+
+class Engine:
+  """A loaded HAWK model with its tokenizer; see the module docstring."""
+
+  def __init__(self, cfg, model: Hawk, params, tokenizer: Tokenizer | None = None, *,
+               prompt_bucket: int = 16):
+    self.cfg = cfg
+    self.model = model
+    self.config = model.config
+    self.params = params
+    self.llm = Llama(self.config.llm)
+    self.llm_params = params["llm"]
+    if tokenizer is None:
+      tokenizer = load_tokenizer(cfg.get("tokenizer_path") or None)
+    check_fits_vocab(tokenizer, self.config.llm.vocab_size)
+    self.tokenizer = tokenizer
+    self.prompt_bucket = int(prompt_bucket)
+    self.num_visual_tokens = self.config.num_visual_tokens
+    data = cfg.get("data") or {}
+    self.num_frames = int(data.get("num_frames", self.config.max_frames))
+    self.image_size = int(data.get("image_size", self.config.vision.image_size))
+    self.motion_mode = str(data.get("motion", "flow_mask"))
+    self.encode_calls = 0     # how many times the vision towers ran (chat encodes once)
+    self.videos_encoded = 0
+
+  @classmethod
+  def from_workdir(cls, workdir: str, step: int | None = None, *, dtype: str = "auto",
+                   tokenizer_path: str | None = None, **kwargs) -> "Engine":
+    cfg, model, params = load_workdir(workdir, step, dtype=dtype)
+    tokenizer = load_tokenizer(tokenizer_path or cfg.get("tokenizer_path") or None)
+    return cls(cfg, model, params, tokenizer, **kwargs)
+
+  def default_options(self, **overrides) -> GenerationOptions:
+    return GenerationOptions.from_config(self.cfg.get("generate") or {}, **overrides)
+
+  # --- video -----------------------------------------------------------------------------------
+
+  def load_video(self, path: str) -> Video:
+    """Decodes `path` and computes motion with the run's frame count, size and motion mode."""
+    from data_pipelines import motion as motion_lib
+    clip = motion_lib.extract(path, num_frames=self.num_frames, size=self.image_size,
+                              mode=self.motion_mode)
+    return Video(clip["frames"], clip["motion"], np.asarray(clip["timestamps"], np.float32),
+                 path)
+
+  def encode(self, frames, motion) -> jax.Array:
+    """uint8 frames and motion [B, T, S, S, 3] -> visual tokens [B, 2*Nv, D] on device."""
+    frames, motion = np.asarray(frames), np.asarray(motion)
+    if frames.ndim != 5 or frames.shape != motion.shape:
+      raise ValueError(f"encode expects frames and motion of one shape [B, T, S, S, 3]; got "
+                       f"{frames.shape} and {motion.shape}")
+    if frames.shape[1] > self.config.max_frames:
+      raise ValueError(f"{frames.shape[1]} frames but the model takes at most "
+                       f"{self.config.max_frames}")
+    self.encode_calls += 1
+    self.videos_encoded += frames.shape[0]
+    return _encode_video(self.model, self.params, jnp.asarray(frames, jnp.uint8),
+                         jnp.asarray(motion, jnp.uint8))
+
+  # --- prompts ---------------------------------------------------------------------------------
+
+  def test_prompt(self, question: str, timestamps: Sequence[float] | None, *,
+                  system: str = prompts.TRAIN_SYSTEM_PROMPT) -> prompts.Prompt:
+    """The stage-2 test prompt: chat template up to `[/INST]`, the video and its timestamps."""
+    if not question.strip():
+      raise ValueError("the question is empty")
+    return prompts.instruct_test_prompt(self.tokenizer, question, self.num_visual_tokens,
+                                        timestamps, system=system)
+
+  def pad_prompts(self, batch: Sequence[prompts.Prompt], rows: int | None = None
+                  ) -> dict[str, np.ndarray]:
+    """Left-padded input_ids / attention_mask / visual_mask [rows, L], L rounded up to the
+    bucket; rows beyond len(batch) repeat the last prompt (their outputs are dropped)."""
+    if not batch:
+      raise ValueError("no prompts to pad")
+    rows = len(batch) if rows is None else rows
+    length = round_up(max(len(p) for p in batch), self.prompt_bucket)
+    padded = [prompts.pad_left(p, length, self.tokenizer.pad_id) for p in batch]
+    padded += [padded[-1]] * (rows - len(padded))
+    return {k: np.stack([p[k] for p in padded]) for k in padded[0]}
+
+  def embed(self, visual, input_ids, visual_mask) -> jax.Array:
+    """Prompt embeddings [B, L, D] with `visual` [B, 2*Nv, D] spliced at the placeholders."""
+    check_visual_mask(visual_mask, self.num_visual_tokens)
+    return _prompt_embeddings(self.model, self.params, jnp.asarray(input_ids, jnp.int32),
+                              jnp.asarray(visual_mask, jnp.int32), visual)
+
+  # --- generation ------------------------------------------------------------------------------
+
+  def generate_arrays(self, visual, input_ids, attention_mask, visual_mask,
+                      options: GenerationOptions) -> list[Answer]:
+    """Batched generation from left-padded prompt arrays [B, L] and visual tokens [B, 2Nv, D]."""
+    input_ids = np.asarray(input_ids)
+    extra = round_up(input_ids.shape[1], self.prompt_bucket) - input_ids.shape[1]
+    pad = [(0, 0), (extra, 0)]
+    input_ids = np.pad(input_ids, pad, constant_values=self.tokenizer.pad_id)
+    attention_mask = np.pad(np.asarray(attention_mask), pad)
+    visual_mask = np.pad(np.asarray(visual_mask), pad)
+    emb = self.embed(visual, input_ids, visual_mask)
+    out = generate_lib.generate(
+        self.llm, self.llm_params, inputs_embeds=emb, attention_mask=attention_mask,
+        max_new_tokens=options.max_new_tokens, eos_token_id=self.tokenizer.eos_id,
+        pad_token_id=self.tokenizer.pad_id, **options.generate_kwargs())
+    tokens, lengths = jax.device_get((out.tokens, out.lengths))
+    return [self._answer(tokens[i, :lengths[i]]) for i in range(tokens.shape[0])]
+
+  def generate(self, visual, batch: Sequence[prompts.Prompt], options: GenerationOptions, *,
+               rows: int | None = None) -> list[Answer]:
+    """One answer per prompt; row i of `visual` goes with prompt i. `rows` pads the batch to a
+    fixed size (repeating the last row) so batches of a run share one compilation."""
+    visual = jnp.asarray(visual)
+    n = len(batch)
+    if visual.shape[0] != n:
+      raise ValueError(f"{visual.shape[0]} rows of visual tokens for {n} prompts")
+    arrays = self.pad_prompts(batch, rows)
+    if rows is not None and rows > n:
+      visual = jnp.concatenate([visual, jnp.repeat(visual[-1:], rows - n, axis=0)])
+    answers = self.generate_arrays(visual, arrays["input_ids"], arrays["attention_mask"],
+                                   arrays["visual_mask"], options)
+    return answers[:n]
+
+  def stream(self, visual, prompt: prompts.Prompt, options: GenerationOptions) -> Iterator[str]:
+    """Text deltas of one answer as its tokens are decoded (beam search: all at the end, since
+    the best hypothesis is only known then)."""
+    if options.strategy == "beam":
+      yield self.generate(visual, [prompt], options)[0].text
+      return
+    arrays = self.pad_prompts([prompt])
+    emb = self.embed(visual, arrays["input_ids"], arrays["visual_mask"])
+    text = TextStream(self.decode)
+    for token in generate_lib.stream(
+        self.llm, self.llm_params, inputs_embeds=emb, attention_mask=arrays["attention_mask"],
+        max_new_tokens=options.max_new_tokens, eos_token_id=self.tokenizer.eos_id,
+        pad_token_id=self.tokenizer.pad_id, **options.generate_kwargs()):
+      token = int(token[0])
+      if token == self.tokenizer.eos_id:
+        break
+      delta = text.push(token)
+      if delta:
+        yield delta
+    rest = text.flush()
+    if rest:
+      yield rest
+
+  def decode(self, ids) -> str:
+    return self.tokenizer.decode(ids).strip()
+
+  def _answer(self, ids: np.ndarray) -> Answer:
+    ids = [int(i) for i in ids]
+    eos = bool(ids) and ids[-1] == self.tokenizer.eos_id
+    if eos:
+      ids = ids[:-1]
+    return Answer(self.decode(ids), ids, eos)
+
+  # --- one call per use ------------------------------------------------------------------------
+
+  def describe(self, video_paths: Sequence[str], question: str | None = None,
+               options: GenerationOptions | None = None) -> list[Answer]:
+    """The answer to `question` (default: a description question) for each video, batched."""
+    options = options or self.default_options()
+    videos = [self.load_video(p) for p in video_paths]
+    visual = self.encode(np.stack([v.frames for v in videos]),
+                         np.stack([v.motion for v in videos]))
+    batch = [self.test_prompt(question or DEFAULT_QUESTION, v.timestamps) for v in videos]
+    return self.generate(visual, batch, options)
