@@ -90,15 +90,10 @@ def base_config(stage: int, arg: str | None) -> ml_collections.ConfigDict:
   c.tokenizer_path = ""                 # "" -> the tiny tokenizer shipped in hawk_jax/text/assets
 
   c.init = ml_collections.ConfigDict()
-  c.init.llm_hf = ""                    # HF LLaMA folder
-  c.init.vision_hf = ""                 # HF Blip2VisionModel folder (both branches' ViTs)
-  c.init.qformer_hf = ""                # HF Blip2QFormerModel folder (appearance image Q-Former)
-  c.init.eva_vit_lavis = ""             # LAVIS eva_vit_g.pth
-  c.init.blip2_lavis = ""               # LAVIS blip2_pretrained_flant5xxl.pth
-  c.init.hawk_torch = ""                # released HAWK pretrained.pth / finetuned.pth
-  c.init.from_stage = ""                # previous stage's workdir (Orbax partial restore)
-  # The released code never loads BLIP-2 into the motion image Q-Former (random, frozen).
-  c.init.motion_qformer_pretrained = variant != "released"
+  # A previous stage's workdir, or one written by `python -m hawk_jax.convert from-torch`
+  # (pretrained towers and/or released HAWK weights): its frozen/ towers and its latest
+  # trainable parameters are restored onto the mesh.
+  c.init.from_stage = ""
 
   c.optim = ml_collections.ConfigDict()
   c.optim.peak_lr = 1e-5 if not tiny else 1e-3

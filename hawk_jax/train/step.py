@@ -7,7 +7,7 @@ exactly as in the released code. Gradient accumulation scans over micro-batches 
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import flax.linen as nn
 import jax
