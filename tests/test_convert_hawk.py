@@ -343,3 +343,39 @@ def test_to_torch_without_full_reads_the_trainable_part_and_frozen_motion_tokens
   np.testing.assert_array_equal(model["query_tokens_motion"].numpy(),
                                 np.asarray(params["motion"]["query_tokens"]))
   assert not os.path.exists(str(tmp_path / "hawk_full.pth"))
+
+
+def test_cli_from_lavis_towers_paper_variant(tiny, tmp_path, capsys):
+  """LAVIS eva_vit_g.pth (40th block dropped) + BLIP-2 (text parts ignored) feed both branches
+  in the paper variant; the HAWK file's query_tokens_motion wins over BLIP-2's."""
+  config, params = tiny
+  state = from_params(params, config).state_dict()
+  eva = {k[len("visual_encoder."):]: v for k, v in state.items()
+         if k.startswith("visual_encoder.")}
+  eva.update({k.replace("blocks.1.", "blocks.2."): v for k, v in eva.items() if ".1." in k})
+  blip2 = {k: v for k, v in state.items()
+           if k.startswith(("Qformer.", "ln_vision.")) or k == "query_tokens"}
+  blip2["Qformer.bert.embeddings.word_embeddings.weight"] = torch.zeros(5, 64)
+  trainable, _ = ht.hawk_to_torch(params, config)
+  files = {name: str(tmp_path / f"{name}.pth") for name in ("eva", "blip2", "hawk")}
+  torch.save(eva, files["eva"])
+  torch.save({"model": blip2}, files["blip2"])
+  torch.save({"model": to_torch_state(trainable)}, files["hawk"])
+  llama_dir = str(tmp_path / "llama")
+  from hawk_jax.convert.llama_hf import llama_to_hf
+  llama_to_hf(config.llm, params["llm"], llama_dir)
+
+  out = str(tmp_path / "paper")
+  assert convert_main(["from-torch", "--hawk", files["hawk"], "--llama_hf", llama_dir,
+                       "--eva_vit_lavis", files["eva"], "--blip2_lavis", files["blip2"],
+                       "--size", "tiny", "--variant", "paper", "--out", out]) == 0
+  printed = capsys.readouterr().out
+  assert "random init" not in printed and "motion/query_tokens from" in printed
+  got_config, got = ht.load_workdir_params(out)
+  assert got_config == model_for("tiny", "paper")
+  for branch in ("appearance", "motion"):
+    for group in ("vit", "qformer"):
+      _equal_trees({"x": got[branch][group]}, {"x": params["appearance"][group]})
+    for group in TRAINABLE_GROUPS + ("query_tokens",):
+      _equal_trees({"x": got[branch][group]}, {"x": params[branch][group]})
+  _equal_trees(got["llm"], params["llm"])

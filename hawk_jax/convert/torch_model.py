@@ -26,6 +26,9 @@ marked by `visual_mask` get [appearance; motion] tokens). Pixel normalisation is
 (`normalize_pixels`, default from the config): released HAWK feeds [0, 1] frames to EVA.
 LLaMA positions are `cumsum(attention_mask) - 1`, as in the JAX model (the same as the
 original's `arange` for right-padded prompts).
+
+At hawk7b size use `HawkTorch.from_state_dict(full_state, config)`: it builds the modules on
+the meta device (no random weights allocated) and then takes the given tensors.
 """
 from __future__ import annotations
 
@@ -132,6 +135,22 @@ class HawkTorch(nn.Module):
     self._load_prefix = ""
     self.eval()
 
+  @classmethod
+  def from_state_dict(cls, state, config: HawkConfig,
+                      normalize_pixels: bool | None = None) -> "HawkTorch":
+    """A model holding `state` (original names, every tensor), built without first allocating
+    random weights; tensors are taken as they are (dtype included), not copied."""
+    with torch.device("meta"):
+      model = cls(config, normalize_pixels)
+    model.load_state_dict(state, strict=True, assign=True)
+    # Non-persistent buffers are in no state dict: rebuild RoPE's inverse frequencies.
+    rotary = model.llama_model.model.rotary_emb
+    model.llama_model.model.rotary_emb = type(rotary)(config=model.llama_model.config)
+    left = [n for n, b in model.named_buffers() if b.is_meta]
+    if left:
+      raise RuntimeError(f"buffers left on the meta device: {left[:5]}")
+    return model.eval()
+
   # --------------------------------------------------------------------------- forward
 
   def pixels(self, frames_u8: torch.Tensor) -> torch.Tensor:
@@ -139,7 +158,9 @@ class HawkTorch(nn.Module):
     `normalize_pixels` (the released layout `b c t h w`)."""
     x = frames_u8.to(torch.float32) / 255.0
     if self.normalize_pixels:
-      x = (x - torch.tensor(CLIP_MEAN)) / torch.tensor(CLIP_STD)
+      mean = torch.tensor(CLIP_MEAN, device=x.device)
+      std = torch.tensor(CLIP_STD, device=x.device)
+      x = (x - mean) / std
     return x.permute(0, 4, 1, 2, 3).contiguous()
 
   def encode_videoQformer_visual(self, image: torch.Tensor, motion: bool = False):  # noqa: N802
@@ -280,10 +301,12 @@ def from_params(params, config: HawkConfig, normalize_pixels: bool | None = None
   """A float32 HawkTorch holding Flax `params` (a full tree); `.to(torch.bfloat16)` after it
   for bf16."""
   from hawk_jax.convert.hawk_torch import hawk_to_torch
+  import numpy as np
   _, full = hawk_to_torch(params, config)
-  model = HawkTorch(config, normalize_pixels)
-  model.load_state_dict(to_torch_state(full), strict=True)
-  return model
+  # The model owns its tensors: read-only views of JAX arrays are copied, the rest taken.
+  full = {k: a if a.flags.writeable else np.array(a) for k, a in full.items()}
+  state = {k: v.float() for k, v in to_torch_state(full).items()}
+  return HawkTorch.from_state_dict(state, config, normalize_pixels)
 
 
 def state_numpy(model: HawkTorch) -> dict:
