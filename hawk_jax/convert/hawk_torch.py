@@ -309,26 +309,28 @@ def hawk_to_torch(params, config: HawkConfig) -> tuple[dict[str, np.ndarray],
 # ----------------------------------------------------------------------------- workdirs
 
 def load_workdir_params(workdir, include_frozen: bool = True, step: int | None = None):
-  """A hawk-jax workdir -> (HawkConfig, params): config.json, frozen/ and the trainable
-  parameters of the latest (or given) `checkpoints/<step>`, on the default device.
+  """A hawk-jax workdir -> (HawkConfig, params) in the dtypes it was saved with: config.json,
+  frozen/ and the trainable parameters of the latest (or given) `checkpoints/<step>`.
 
-  With include_frozen=False only the trainable tree is read (plus `motion/query_tokens`, which
-  a HAWK .pth carries even where it is frozen): what `to-torch` needs without --full, at a
-  fraction of the memory.
+  The full load is hawk_jax.infer.load.load_workdir's (which names what is missing or
+  mismatched). With include_frozen=False only the trainable tree is read, plus
+  `motion/query_tokens` (a HAWK .pth carries it even where it is frozen): what `to-torch`
+  needs without --full, at a fraction of the memory.
   """
+  if include_frozen:
+    from hawk_jax.infer.load import load_workdir
+    _, model, params = load_workdir(os.fspath(workdir), step, dtype="config")
+    return model.config, params
   from hawk_jax.config_io import hawk_model_config
   config = hawk_model_config(checkpoint.read_config(workdir))
   train_abs, frozen_abs = split_params(abstract_params(config), config)
   trainable, _ = checkpoint.restore_trainable(workdir, checkpoint.abstract_like(train_abs),
                                               step=step)
-  frozen_dir = os.path.join(os.fspath(workdir), "frozen")
-  if include_frozen:
-    frozen = checkpoint.load_params(frozen_dir, checkpoint.abstract_like(frozen_abs))
-    return config, merge_params(trainable, frozen)
   if _has(frozen_abs, ("motion", "query_tokens")):
     target = {"motion": {"query_tokens": frozen_abs["motion"]["query_tokens"]}}
-    frozen = _restore_part(frozen_dir, checkpoint.abstract_like(target))
-    return config, merge_params(trainable, frozen)
+    frozen_dir = os.path.join(os.fspath(workdir), "frozen")
+    return config, merge_params(trainable, _restore_part(frozen_dir,
+                                                         checkpoint.abstract_like(target)))
   return config, trainable
 
 
