@@ -116,8 +116,8 @@ def base_config(stage: int, arg: str | None) -> ml_collections.ConfigDict:
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 4                # global
-  c.train.num_steps = 60 if tiny else 10000
-  c.train.log_every = 5 if tiny else 50
+  c.train.num_steps = 80 if tiny else 10000
+  c.train.log_every = 1 if tiny else 50
   c.train.ckpt_every = 20 if tiny else 1000
   c.train.keep_checkpoints = 2 if tiny else 3
   c.train.eval_every = 0                # 0: only at the end

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole HAWK pipeline on a CPU at the tiny size, on data it makes itself:
-#   synthetic videos -> pre-extraction (frames + motion into ArrayRecord) -> stage 1 (captions)
+#   synthetic videos -> pre-extraction (frames + motion into ArrayRecord) -> a tiny LLM's
+#   language pretraining (the frozen LLM HAWK assumes) -> stage 1 (captions)
 #   -> stage 2 (anomaly descriptions + QA, from stage 1) -> stage 3 (generation on the test
 #   split + BLEU). Rerunning after an interruption resumes where it stopped.
 # Usage: launch/local_cpu.sh [WORKDIR]   (default ./workdir)
@@ -13,10 +14,10 @@ PY="${PYTHON:-python}"
 NUM_VIDEOS="${NUM_VIDEOS:-24}"
 T0=$(date +%s)
 
-echo "== [1/5] synthetic dataset -> $W/raw"
+echo "== [1/6] synthetic dataset -> $W/raw"
 "$PY" -m data_pipelines.synthetic --out "$W/raw" --num_videos "$NUM_VIDEOS"
 
-echo "== [2/5] pre-extraction (frames + motion -> ArrayRecord) -> $W/data"
+echo "== [2/6] pre-extraction (frames + motion -> ArrayRecord) -> $W/data"
 "$PY" -m data_pipelines.extract --source captions --annotations "$W/raw/captions.csv" \
   --videos_dir "$W/raw/videos" --out_dir "$W/data/captions" --num_frames 8 --size 64 \
   --motion flow_soft --workers 2
@@ -24,15 +25,19 @@ echo "== [2/5] pre-extraction (frames + motion -> ArrayRecord) -> $W/data"
   --test_annotations "$W/raw/all_videos_test.json" --videos_dir "$W/raw/videos" \
   --out_dir "$W/data/hawk" --num_frames 8 --size 64 --motion flow_soft --workers 2
 
-echo "== [3/5] stage 1: pretraining on captions -> $W/stage1"
-"$PY" -m hawk_jax.train --config configs/stage1_pretrain.py:size=tiny --workdir "$W/stage1" \
-  --config.data.dir="$W/data/captions"
+echo "== [3/6] tiny LLM language pretraining on the corpus text (stands in for LLaMA-2) -> $W/towers"
+"$PY" -m hawk_jax.train.pretrain_llm --config configs/stage1_pretrain.py:size=tiny \
+  --data_dirs "$W/data/captions,$W/data/hawk" --workdir "$W/towers"
 
-echo "== [4/5] stage 2: fine-tuning on descriptions + QA -> $W/stage2"
+echo "== [4/6] stage 1: pretraining on captions -> $W/stage1"
+"$PY" -m hawk_jax.train --config configs/stage1_pretrain.py:size=tiny --workdir "$W/stage1" \
+  --config.data.dir="$W/data/captions" --config.init.from_stage="$W/towers"
+
+echo "== [5/6] stage 2: fine-tuning on descriptions + QA -> $W/stage2"
 "$PY" -m hawk_jax.train --config configs/stage2_finetune.py:size=tiny --workdir "$W/stage2" \
   --config.data.dir="$W/data/hawk" --config.init.from_stage="$W/stage1"
 
-echo "== [5/5] stage 3: generation on the test split + BLEU -> $W/stage3"
+echo "== [6/6] stage 3: generation on the test split + BLEU -> $W/stage3"
 "$PY" -m hawk_jax.evaluate --checkpoint "$W/stage2" --data_dir "$W/data/hawk" \
   --out "$W/stage3" --no_judge
 

@@ -106,7 +106,7 @@ def test_tiny_hawk_on_2x2x2_mesh_equals_single_device(tiny):
   def fwd(p, *a, **k):
     with nn.logical_axis_rules(DEFAULT_RULES):
       return model.apply({"params": p}, *a, **k)
-  with mesh:
+  with jax.set_mesh(mesh):
     multi = jax.jit(fwd)(sharded_params, *sharded_inputs, **kw_sh)
   assert multi["logits"].sharding.mesh.shape == mesh.shape
   for k in single:

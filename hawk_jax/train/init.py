@@ -84,11 +84,14 @@ def initialize(model: Hawk, cfg, mesh, rules) -> tuple[dict, dict, dict[str, str
                   prev)
     train_shard = split_params(shardings, config)[0]
     train_abs = split_params(abstract, config)[0]
-    trainable, step = checkpoint.restore_trainable(
-        prev, checkpoint.abstract_like(train_abs, train_shard))
-    params = _merge_over(params, trainable)
-    for k in _groups(trainable):
-      sources[k] = f"stage checkpoint {prev} step {step}"
+    if checkpoint.TrainCheckpoints(f"{prev}/checkpoints", async_save=False).latest_step() is None:
+      log.info("%s has no trainable checkpoint: the trainable parameters start fresh", prev)
+    else:
+      trainable, step = checkpoint.restore_trainable(
+          prev, checkpoint.abstract_like(train_abs, train_shard))
+      params = _merge_over(params, trainable)
+      for k in _groups(trainable):
+        sources[k] = f"stage checkpoint {prev} step {step}"
   return params, shardings, sources
 
 

@@ -71,7 +71,7 @@ def train_stage(cfg: ml_collections.ConfigDict, workdir: str, *, stop_after: int
   mesh = make_mesh(cfg.mesh_shape)
   log.info("mesh %s", dict(mesh.shape))
 
-  with mesh:
+  with jax.set_mesh(mesh):
     params, shardings, sources = initialize(model, cfg, mesh, rules)
   for group, origin in sorted(sources.items()):
     log.info("params %-40s <- %s", group, origin)
@@ -115,7 +115,6 @@ def train_stage(cfg: ml_collections.ConfigDict, workdir: str, *, stop_after: int
             for k in keys}
 
   writer = MetricsWriter(workdir, enabled=jax.process_index() == 0)
-  first_loss = last_loss = None
   num_steps = int(cfg.train.num_steps)
   step = int(start or 0)
   batch = to_device(first_batch)
@@ -142,9 +141,6 @@ def train_stage(cfg: ml_collections.ConfigDict, workdir: str, *, stop_after: int
       t_last, steps_since = time.perf_counter(), 0
       m.update(samples_per_s=global_batch / dt, tokens_per_s=tokens_per_batch / dt,
                mfu=(step_flops / dt / peak) if step_flops else 0.0)
-      if first_loss is None and start is None:
-        first_loss = m["loss"]
-      last_loss = m["loss"]
       writer.write(step, m)
       if bar is not None:
         bar.set_postfix(loss=f"{m['loss']:.4f}", lr=f"{m['learning_rate']:.2e}")
@@ -161,6 +157,7 @@ def train_stage(cfg: ml_collections.ConfigDict, workdir: str, *, stop_after: int
     bar.close()
   ckpts.close()
 
+  first_loss, last_loss = loss_ends(os.path.join(workdir, "metrics.jsonl"))
   eval_loss = None
   if step >= num_steps and cfg.train.eval_batches:
     eval_loss = evaluate_loss(model, cfg, state["trainable"], frozen, mesh, rules, keys,
@@ -172,6 +169,23 @@ def train_stage(cfg: ml_collections.ConfigDict, workdir: str, *, stop_after: int
   with open(os.path.join(workdir, "result.json"), "w") as f:
     json.dump(dataclasses.asdict(result), f, indent=2)
   return result
+
+
+def loss_ends(metrics_path: str, n: int = 5) -> tuple[float | None, float | None]:
+  """Mean training loss of the first and last `n` logged steps (single batches are noisy),
+  from the metrics log, which spans interrupted and resumed invocations (a step logged twice
+  counts once, its latest value)."""
+  by_step = {}
+  if os.path.exists(metrics_path):
+    with open(metrics_path, encoding="utf-8") as f:
+      for line in f:
+        rec = json.loads(line)
+        if "loss" in rec:
+          by_step[rec["step"]] = rec["loss"]
+  if not by_step:
+    return None, None
+  losses_ = [by_step[k] for k in sorted(by_step)]
+  return float(np.mean(losses_[:n])), float(np.mean(losses_[-n:]))
 
 
 def evaluate_loss(model, cfg, trainable, frozen, mesh, rules, keys, in_batch_shard):

@@ -1,0 +1,156 @@
+"""A stand-in for LLaMA-2's language pretraining, for the CPU smoke run.
+
+HAWK freezes a pretrained LLM; the tiny config's LLM would otherwise be random, and a random
+frozen LLM cannot be taught captions through 16 visual tokens in a few dozen steps. This trains
+the tiny LLaMA as a plain causal LM on the corpus text itself — the prompts of stages 1 and 2
+with the visual placeholders removed (captions, the chat template, descriptions, QA, motion
+text, motion text) — then writes a "towers" workdir: `frozen/` holds the whole frozen tree (random ViTs and
+Q-Formers from the seed, this LLM) so that stage 1 starts from it with
+`--config.init.from_stage=DIR`, exactly as it would from `python -m hawk_jax.convert
+from-torch` output at full size.
+
+  python -m hawk_jax.train.pretrain_llm --config configs/stage1_pretrain.py:size=tiny \
+      --data_dirs DATA/captions,DATA/hawk --workdir DIR [--steps 300]
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import jax
+import numpy as np
+import optax
+from absl import app, flags
+from ml_collections import config_flags
+
+from hawk_jax import checkpoint, losses
+from hawk_jax.config_io import hawk_model_config
+from hawk_jax.models.hawk import Hawk, split_params
+from hawk_jax.models.llama import Llama
+from hawk_jax.sharding import make_mesh, rules_as_list
+from hawk_jax.text import motion_text, prompts
+from hawk_jax.text.caption import normalize_caption
+
+log = logging.getLogger("hawk_jax.pretrain_llm")
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "stage config (model size)")
+_DATA = flags.DEFINE_string("data_dirs", None, "comma-separated pre-extracted datasets")
+_WORKDIR = flags.DEFINE_string("workdir", None, "output towers workdir")
+_STEPS = flags.DEFINE_integer("steps", 200, "LM training steps")
+_BATCH = flags.DEFINE_integer("batch_size", 16, "sequences per step")
+_LR = flags.DEFINE_float("learning_rate", 3e-3, "peak learning rate")
+
+
+def _text(v) -> str:
+  if isinstance(v, np.ndarray):
+    v = v.item()
+  return v.decode("utf-8") if isinstance(v, (bytes, np.bytes_)) else str(v)
+
+
+def corpus_sequences(data_dirs, tokenizer, split: str = "train") -> list[np.ndarray]:
+  """Token sequences of every text the stages show the LLM, with no visual placeholders."""
+  from data_pipelines import records
+  seqs = []
+  backend = motion_text.resolve_backend("auto")
+
+  def add(p: prompts.Prompt):
+    seqs.append(np.asarray(p.input_ids)[np.asarray(p.visual_mask) == 0].astype(np.int32))
+
+  for d in data_dirs:
+    src = records.open_split(d, split)
+    for i in range(len(src)):
+      ex = src[i]
+      caption = _text(ex.get("caption", ""))
+      description = _text(ex.get("description", ""))
+      qa = json.loads(_text(ex.get("qa_json", "[]")) or "[]")
+      ts = np.asarray(ex.get("timestamps", []), np.float32)
+      if caption:
+        add(prompts.caption_prompt(tokenizer, normalize_caption(caption), 2))
+      motion = motion_text.extract_motion_text(caption or description, backend)
+      if motion:
+        add(prompts.motion_language_prompt(tokenizer, motion, 1))
+      if description:
+        q = prompts.DESCRIPTION_QUESTIONS[i % len(prompts.DESCRIPTION_QUESTIONS)]
+        add(prompts.instruct_prompt(tokenizer, [{"q": q, "a": description}], 2, ts))
+      if qa:
+        add(prompts.instruct_prompt(tokenizer, qa, 2, ts))
+  if not seqs:
+    raise ValueError(f"{data_dirs}: no text found in split {split!r}")
+  return seqs
+
+
+def pack(seqs, length: int) -> tuple[np.ndarray, np.ndarray]:
+  """Right-pad each sequence to `length` (cut longer ones); labels -100 on padding."""
+  ids = np.zeros((len(seqs), length), np.int32)
+  labels = np.full((len(seqs), length), losses.IGNORE, np.int32)
+  for i, s in enumerate(seqs):
+    s = s[:length]
+    ids[i, :len(s)] = s
+    labels[i, :len(s)] = s
+  return ids, labels
+
+
+def train_llm(cfg, data_dirs, workdir, steps: int, batch_size: int, lr: float) -> dict:
+  from hawk_jax.train.data import tokenizer_for
+  from hawk_jax.train.init import initialize
+  config = hawk_model_config(cfg)
+  tok = tokenizer_for(cfg)
+  seqs = corpus_sequences(data_dirs, tok)
+  length = min(max(len(s) for s in seqs), cfg.data.max_len)
+  ids, labels = pack(seqs, length)
+  mesh = make_mesh((1, 1, 1))
+  with jax.set_mesh(mesh):
+    params, _, _ = initialize(Hawk(config), cfg, mesh, rules_as_list(cfg.logical_axis_rules))
+  llm = Llama(config.llm)
+  tx = optax.adamw(optax.warmup_cosine_decay_schedule(lr / 10, lr, steps // 10, steps, lr / 10),
+                   weight_decay=0.01)
+  llm_params = params["llm"]
+  opt_state = tx.init(llm_params)
+
+  @jax.jit
+  def step(p, o, x, y):
+    def loss_fn(p):
+      return losses.lm_loss(llm.apply({"params": p}, x, attention_mask=(y != losses.IGNORE)), y)[0]
+    loss, g = jax.value_and_grad(loss_fn)(p)
+    u, o = tx.update(g, o, p)
+    return optax.apply_updates(p, u), o, loss
+
+  rng = np.random.default_rng(cfg.seed)
+  history = []
+  for i in range(steps):
+    idx = rng.integers(0, len(ids), size=batch_size)
+    llm_params, opt_state, loss = step(llm_params, opt_state, ids[idx], labels[idx])
+    if i == 0 or (i + 1) % 50 == 0 or i + 1 == steps:
+      history.append((i + 1, float(loss)))
+      log.info("LM step %d loss %.4f", i + 1, float(loss))
+  params = dict(params, llm=llm_params)
+  _, frozen = split_params(params, config)
+  os.makedirs(workdir, exist_ok=True)
+  checkpoint.write_config(workdir, cfg)
+  checkpoint.save_params(os.path.join(workdir, "frozen"), frozen)
+  result = {"sequences": len(seqs), "length": length, "first_loss": history[0][1],
+            "last_loss": history[-1][1], "steps": steps}
+  with open(os.path.join(workdir, "result.json"), "w") as f:
+    json.dump(result, f, indent=2)
+  return result
+
+
+def main(argv):
+  del argv
+  if not (_CONFIG.value and _DATA.value and _WORKDIR.value):
+    raise app.UsageError("--config, --data_dirs and --workdir are required")
+  logging.basicConfig(level=logging.INFO)
+  if checkpoint.has_params(os.path.join(_WORKDIR.value, "frozen")):
+    print(f"{_WORKDIR.value}/frozen exists: LM pretraining already done")
+    return
+  from hawk_jax import compile_cache
+  compile_cache.enable()
+  r = train_llm(_CONFIG.value, _DATA.value.split(","), _WORKDIR.value, _STEPS.value,
+                _BATCH.value, _LR.value)
+  print(f"LM pretraining: {r['sequences']} sequences, loss {r['first_loss']:.3f} -> "
+        f"{r['last_loss']:.3f} in {r['steps']} steps; towers in {_WORKDIR.value}")
+
+
+if __name__ == "__main__":
+  app.run(main)
