@@ -20,6 +20,10 @@ def _read_json(path):
 
 def summarize(workdir: str) -> str:
   lines = [f"HAWK CPU run in {workdir}"]
+  lm = _read_json(os.path.join(workdir, "towers", "result.json"))
+  if lm is not None:
+    lines.append(f"  LLM language pretraining: loss {lm['first_loss']:.4f} -> {lm['last_loss']:.4f}"
+                 f" over {lm['steps']} steps ({lm['sequences']} sequences)")
   for stage in ("stage1", "stage2"):
     r = _read_json(os.path.join(workdir, stage, "result.json"))
     if r is None:
@@ -28,7 +32,8 @@ def summarize(workdir: str) -> str:
     first, last = r.get("first_loss"), r.get("last_loss")
     fmt = lambda x: "n/a" if x is None else f"{x:.4f}"
     resumed = f" (resumed from step {r['resumed_from']})" if r.get("resumed_from") else ""
-    lines.append(f"  {stage}: steps={r['steps']} loss {fmt(first)} -> {fmt(last)}"
+    lines.append(f"  {stage}: steps={r['steps']} loss {fmt(first)} -> {fmt(last)} (first/last 5"
+                 f" steps)"
                  f" eval_loss={fmt(r.get('eval_loss'))}{resumed}")
     lines.append(f"          checkpoints: {os.path.join(workdir, stage, 'checkpoints')}")
     lines.append(f"          tensorboard: {os.path.join(workdir, stage, 'tensorboard')}")
@@ -37,10 +42,10 @@ def summarize(workdir: str) -> str:
     lines.append("  stage3: not run")
   else:
     for task in ("description", "qa"):
-      t = rep.get(task) or {}
+      t = (rep.get("tasks") or {}).get(task) or {}
       b = t.get("bleu") or {}
       if b:
-        lines.append(f"  stage3 {task}: n={t.get('n', '?')} BLEU-1..4 = "
+        lines.append(f"  stage3 {task}: items={t.get('items', '?')} BLEU-1..4 = "
                      + " ".join(f"{b.get(f'bleu_{i}', 0):.3f}" for i in range(1, 5)))
     lines.append(f"          report: {os.path.join(workdir, 'stage3', 'report.md')}")
     lines.append(f"          predictions: {os.path.join(workdir, 'stage3', 'predictions.jsonl')}")
