@@ -1,7 +1,7 @@
 """Chat about a video with a trained HAWK, on stdin/stdout.
 
   python -m hawk_jax.chat --checkpoint runs/stage2 clip.mp4
-  printf 'What happens?\\nWho is involved?\\n' | python -m hawk_jax.chat --checkpoint runs/stage2 clip.mp4
+  printf 'What happens?\\nWho?\\n' | python -m hawk_jax.chat --checkpoint runs/stage2 clip.mp4
 
 Each input line is a question; the answer is streamed to stdout as its tokens are decoded, then
 a newline. `/reset` starts a new conversation about the same video, `/quit` or end of input

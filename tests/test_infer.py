@@ -14,7 +14,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
 from configs.common import base_config
 from data_pipelines import records
@@ -323,25 +322,30 @@ def test_conversation_refuses_what_does_not_fit(engine, encoded):
 
 # --- evaluate --checkpoint -----------------------------------------------------------------------
 
-class _Records(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-  VERSION = tfds.core.Version("1.0.0")
-  code_path = None
+def _records_builder():
+  """A TFDS builder writing given examples in the record contract (records.features())."""
+  import tensorflow_datasets as tfds
 
-  def __init__(self, *, examples=None, **kwargs):
-    kwargs.setdefault("file_format", "array_record")
-    self._examples = examples or {}
-    super().__init__(**kwargs)
+  class Records(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    VERSION = tfds.core.Version("1.0.0")
+    code_path = None  # nothing is downloaded, so no checksums file to look for
 
-  def _info(self):
-    return tfds.core.DatasetInfo(builder=self, features=records.features())
+    def __init__(self, *, examples=None, **kwargs):
+      kwargs.setdefault("file_format", "array_record")
+      self._examples = examples or {}
+      super().__init__(**kwargs)
 
-  def _split_generators(self, dl_manager):
-    del dl_manager
-    return {s: self._generate_examples(e) for s, e in self._examples.items()}
+    def _info(self):
+      return tfds.core.DatasetInfo(builder=self, features=records.features())
 
-  def _generate_examples(self, examples):
-    for i, example in enumerate(examples):
-      yield f"{i:06d}", example
+    def _split_generators(self, dl_manager):
+      del dl_manager
+      return {s: self._generate_examples(e) for s, e in self._examples.items()}
+
+    def _generate_examples(self, examples):
+      for i, example in enumerate(examples):
+        yield f"{i:06d}", example
+  return Records
 
 
 @pytest.fixture(scope="module")
@@ -356,7 +360,7 @@ def data_dir(tmp_path_factory, videos):
         records.encode_visual(clip), video=os.path.basename(path), source="test",
         motion_mode="flow_soft", description=f"A red square slides right in clip {i}.", qa=qa))
   root = str(tmp_path_factory.mktemp("hawk_data"))
-  _Records(examples={"test": examples}, data_dir=root).download_and_prepare()
+  _records_builder()(examples={"test": examples}, data_dir=root).download_and_prepare()
   return root
 
 

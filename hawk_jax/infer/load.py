@@ -10,8 +10,9 @@ the offending parameter paths named, not deep inside Orbax.
 
 Decoding at batch 1 is memory-bound matrix-vector work. XLA's bf16 matrix-vector product on a
 CPU is several times slower than float32 (DESIGN.md §11), so on a CPU backend the default
-`dtype="auto"` casts every weight to float32 and runs the model in float32; on an accelerator it
-keeps the dtypes the run was trained with.
+`dtype="auto"` casts every weight to float32 and runs the model in float32 -- when the float32
+model fits in memory (a 7B model does not fit a 24 GB machine in float32: it then keeps its
+bf16 weights, and says so). On an accelerator "auto" keeps the dtypes the run was trained with.
 """
 from __future__ import annotations
 
@@ -53,13 +54,42 @@ def with_dtype(config: HawkConfig, dtype: str) -> HawkConfig:
       llm=tower(config.llm))
 
 
-def resolve_dtype(dtype: str) -> str | None:
-  """"auto" -> "float32" on a CPU backend, None (keep the config's dtypes) elsewhere."""
+# "auto" takes float32 on a CPU only while the float32 weights leave this much of the
+# available memory for activations, the KV cache and the loading copy.
+_F32_MEMORY_FRACTION = 0.6
+
+
+def available_memory_bytes() -> int | None:
+  """MemAvailable of /proc/meminfo (None where there is no such file)."""
+  try:
+    with open("/proc/meminfo", encoding="ascii") as f:
+      for line in f:
+        if line.startswith("MemAvailable:"):
+          return int(line.split()[1]) * 1024
+  except OSError:
+    pass
+  return None
+
+
+def resolve_dtype(dtype: str, num_params: int | None = None) -> str | None:
+  """The dtype to cast to, or None to keep the config's dtypes.
+
+  "auto": "float32" on a CPU backend when `num_params` float32 weights fit in memory, else
+  None; "config": None; "float32"/"bfloat16": that dtype."""
   if dtype not in DTYPE_CHOICES:
     raise ValueError(f"dtype {dtype!r}: expected one of {DTYPE_CHOICES}")
-  if dtype == "auto":
-    return "float32" if jax.default_backend() == "cpu" else None
-  return None if dtype == "config" else dtype
+  if dtype != "auto":
+    return None if dtype == "config" else dtype
+  if jax.default_backend() != "cpu":
+    return None
+  available = available_memory_bytes()
+  if num_params is not None and available is not None:
+    need = 4 * num_params
+    if need > _F32_MEMORY_FRACTION * available:
+      log.warning("float32 weights (%.1f GB) would not fit the %.1f GB available: keeping the "
+                  "run's dtypes (slower decoding on CPU)", need / 1e9, available / 1e9)
+      return None
+  return "float32"
 
 
 def _saved_shapes(directory: str) -> dict:
@@ -148,12 +178,12 @@ def load_workdir(workdir: str, step: int | None = None, *,
   trainable_dir = os.path.join(workdir, "checkpoints", str(step), "trainable")
   _check_stored(trainable_dir, trainable_abs, f"trainable parameters of step {step}")
 
+  # Decided before reading: the memory check must not count the weights being loaded.
+  target = resolve_dtype(dtype, sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract)))
   frozen = checkpoint.load_params(frozen_dir, _single_device_target(frozen_abs))
   trainable, _ = checkpoint.restore_trainable(workdir, _single_device_target(trainable_abs),
                                               step=step)
   params = merge_params(trainable, frozen)
-
-  target = resolve_dtype(dtype)
   if target is not None and with_dtype(config, target) != config:
     config = with_dtype(config, target)
     # Leaves follow the dtypes the new config's model declares (float32 video Q-Formers
@@ -166,10 +196,3 @@ def load_workdir(workdir: str, step: int | None = None, *,
            target or "as configured")
   return cfg, Hawk(config), params
 
-
-def load_step(workdir: str, step: int | None = None) -> int:
-  """The step `load_workdir` would load (for messages and reports)."""
-  steps = checkpoint_steps(os.path.abspath(os.fspath(workdir)))
-  if not steps:
-    raise WorkdirError(f"{workdir}/checkpoints: no finished checkpoint step")
-  return steps[-1] if step is None else step
