@@ -76,22 +76,22 @@ class TrainCheckpoints:
     return self.manager.latest_step()
 
   def save(self, step: int, trainable, opt_state, data_iter=None, meta=None) -> bool:
-    import grain
     items = dict(trainable=ocp.args.StandardSave(trainable),
                  opt_state=ocp.args.StandardSave(opt_state),
                  meta=ocp.args.JsonSave(dict(meta or {}, step=int(step))))
     if data_iter is not None:
+      import grain
       items["data"] = grain.checkpoint.CheckpointSave(data_iter)
     return self.manager.save(step, args=ocp.args.Composite(**items))
 
   def restore(self, step: int, trainable_target, opt_state_target=None, data_iter=None):
     """Returns a dict with the restored items (`data_iter` is restored in place)."""
-    import grain
     items = dict(trainable=ocp.args.StandardRestore(trainable_target),
                  meta=ocp.args.JsonRestore())
     if opt_state_target is not None:
       items["opt_state"] = ocp.args.StandardRestore(opt_state_target)
     if data_iter is not None:
+      import grain
       items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
     return self.manager.restore(step, args=ocp.args.Composite(**items))
 
