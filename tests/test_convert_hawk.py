@@ -48,7 +48,7 @@ def released_buffers() -> dict[str, np.ndarray]:
   return out
 
 
-def randomize(model: torch.nn.Module, seed: int, std: float = 0.2) -> torch.nn.Module:
+def randomize(model: torch.nn.Module, seed: int, std: float = 0.1) -> torch.nn.Module:
   """Every tensor redrawn (init's ones/zeros would hide a swapped scale or a dropped bias)."""
   gen = torch.Generator().manual_seed(seed)
   with torch.no_grad():
