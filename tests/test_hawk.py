@@ -136,3 +136,17 @@ def test_visual_tokens_change_only_through_placeholders(tiny):
   out1 = fwd(params, fr, mo, ids, am, vm)
   out2 = fwd(params, 255 - fr, mo, ids, am, vm)
   assert np.abs(np.asarray(out1) - np.asarray(out2)).max() > 1e-4
+
+
+def test_cached_frozen_frame_tokens_give_the_same_outputs(tiny):
+  """Training on the frozen towers' cached output equals training on the pixels."""
+  config, model, _, params = tiny
+  fr, mo, ids, am, vm = _inputs(config, batch=2)
+  fwd = jax.jit(lambda p, *a: model.apply({"params": p}, *a))
+  app, mot = jax.jit(lambda p, f, m: model.apply({"params": p}, f, m,
+                                                 method=Hawk.frozen_frame_tokens))(params, fr, mo)
+  assert app.shape == (2, fr.shape[1], config.qformer.num_query_tokens, config.qformer.hidden_size)
+  a = fwd(params, fr, mo, ids, am, vm)
+  b = fwd(params, app, mot, ids, am, vm)
+  for k in a:
+    np.testing.assert_allclose(np.asarray(a[k]), np.asarray(b[k]), atol=1e-5, rtol=1e-5)

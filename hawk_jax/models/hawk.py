@@ -109,11 +109,13 @@ class Branch(nn.Module):
     return q.reshape((b, t) + q.shape[1:])
 
   def __call__(self, frames, deterministic: bool = True):
+    """`frames`: pixels [B, T, H, W, 3], or the frozen part's output [B, T, Qi, Hq] computed
+    ahead of time (`Hawk.frozen_frame_tokens`), which skips the ViT and image Q-Former."""
     cfg = self.config
     b, t = frames.shape[:2]
     if t > cfg.max_frames:
       raise ValueError(f"{t} frames but the frame position table has {cfg.max_frames} rows")
-    q = self.frame_tokens(frames)
+    q = frames if frames.ndim == 4 else self.frame_tokens(frames)
     pos = self.frame_position_embedding(jnp.arange(t))
     q = q.astype(jnp.float32) + pos[None, :, None, :].astype(jnp.float32)
     q = q.reshape(b, t * q.shape[2], q.shape[3])
@@ -159,14 +161,27 @@ class Hawk(nn.Module):
     self.motion = Branch(self.config, name="motion")
     self.llm = Llama(self.config.llm, name="llm")
 
+  def _branch_input(self, x):
+    # uint8 pixels are normalised; 4-D inputs are cached frozen frame tokens, used as they are.
+    return x if x.ndim == 4 else normalize_frames(x, self.config.normalize_pixels)
+
   def encode_video(self, frames, motion, deterministic: bool = True):
-    """uint8 frames and motion [B, T, H, W, 3] -> dict with `visual` [B, 2*Nv, D] (appearance
-    then motion), `motion_tokens` [B, Nv, D], and the two tight-space outputs."""
-    norm = self.config.normalize_pixels
-    app, app_tight = self.appearance(normalize_frames(frames, norm), deterministic)
-    mot, mot_tight = self.motion(normalize_frames(motion, norm), deterministic)
+    """uint8 frames and motion [B, T, H, W, 3] (or cached frame tokens [B, T, Qi, Hq] of each
+    branch) -> dict with `visual` [B, 2*Nv, D] (appearance then motion), `motion_tokens`
+    [B, Nv, D], and the two tight-space outputs."""
+    app, app_tight = self.appearance(self._branch_input(frames), deterministic)
+    mot, mot_tight = self.motion(self._branch_input(motion), deterministic)
     return {"visual": jnp.concatenate([app, mot], axis=1), "motion_tokens": mot,
             "tight_appearance": app_tight, "tight_motion": mot_tight}
+
+  def frozen_frame_tokens(self, frames, motion):
+    """The frozen towers' output per frame — ViT, ln_vision, image Q-Former — of both branches:
+    two [B, T, Qi, Hq] arrays. Computed once ahead of training, they replace the pixels (the
+    frozen part is deterministic, so training on them equals training on the pixels as long
+    as the pixels are not augmented)."""
+    app = self.appearance.frame_tokens(normalize_frames(frames, self.config.normalize_pixels))
+    mot = self.motion.frame_tokens(normalize_frames(motion, self.config.normalize_pixels))
+    return app, mot
 
   def prompt_embeddings(self, input_ids, visual_mask, visual):
     """Token embeddings of the prompt with the visual tokens spliced in at the placeholders."""
