@@ -82,11 +82,10 @@ def train_stage(cfg: ml_collections.ConfigDict, workdir: str, *, stop_after: int
     checkpoint.save_params(os.path.join(workdir, "frozen"), frozen)
 
   tx, schedule = make_optimizer(cfg.optim, cfg.train.num_steps)
-  # Adam moments follow the parameters' shardings; scalars (counts) are replicated.
-  opt_shard = _opt_state_shardings(tx, trainable, train_shard, mesh)
+  state_shard = train_state_shardings(tx, trainable, train_shard, mesh)
+  opt_shard = state_shard["opt_state"]
   opt_state = jax.jit(tx.init, out_shardings=opt_shard)(trainable)
   state = {"step": jnp.zeros((), jnp.int32), "trainable": trainable, "opt_state": opt_state}
-  state_shard = {"step": replicated(mesh), "trainable": train_shard, "opt_state": opt_shard}
 
   loader = train_data.train_iterator(cfg, split="train")
   ckpts = checkpoint.TrainCheckpoints(os.path.join(workdir, "checkpoints"),
@@ -100,15 +99,11 @@ def train_stage(cfg: ml_collections.ConfigDict, workdir: str, *, stop_after: int
              "opt_state": restored["opt_state"]}
     log.info("resumed from %s step %d", ckpts.directory, start)
 
-  use_ml = cfg.loss.ml_source == "motion_text"
-  keys = batch_keys(use_ml)
-  rules_t = tuple(rules)
-  step_fn = make_train_step(model, tx, schedule, cfg.loss.to_dict(), cfg.seed,
-                            cfg.optim.grad_accum_steps, rules_t)
+  keys = batch_keys(cfg.loss.ml_source == "motion_text")
   first_batch = next(loader)
-  in_batch_shard = {k: batch_sharding(mesh, np.ndim(first_batch[k]), rules) for k in keys}
-  jit_step = jax.jit(step_fn, in_shardings=(state_shard, frozen_shard, in_batch_shard),
-                     out_shardings=(state_shard, replicated(mesh)), donate_argnums=(0,))
+  jit_step, in_batch_shard = jit_train_step(
+      model, cfg, tx, schedule, mesh, rules, state_shard, frozen_shard,
+      {k: np.ndim(first_batch[k]) for k in keys})
 
   def to_device(b):
     return {k: jax.make_array_from_process_local_data(in_batch_shard[k], np.asarray(b[k]))
@@ -118,7 +113,8 @@ def train_stage(cfg: ml_collections.ConfigDict, workdir: str, *, stop_after: int
   num_steps = int(cfg.train.num_steps)
   step = int(start or 0)
   batch = to_device(first_batch)
-  compiled = jit_step.lower(state, frozen, batch).compile()
+  with jax.set_mesh(mesh):  # without it Flax's activation constraints are no-ops
+    compiled = jit_step.lower(state, frozen, batch).compile()
   step_flops = _estimate_step_flops(compiled)
   peak = chip_spec(cfg.train.get("chip", "cpu")).peak_bf16_flops * jax.device_count()
   global_batch = int(first_batch["input_ids"].shape[0]) * jax.process_count()
@@ -201,8 +197,31 @@ def evaluate_loss(model, cfg, trainable, frozen, mesh, rules, keys, in_batch_sha
     b = next(it)
     b = {k: jax.make_array_from_process_local_data(in_batch_shard[k], np.asarray(b[k]))
          for k in keys}
-    totals.append(float(eval_fn(trainable, frozen, b)["loss"]))
+    with jax.set_mesh(mesh):
+      totals.append(float(eval_fn(trainable, frozen, b)["loss"]))
   return float(np.mean(totals)) if totals else None
+
+
+def train_state_shardings(tx, trainable, train_shard, mesh) -> dict:
+  """Shardings of the train state {step, trainable, opt_state}: Adam moments follow their
+  parameters, scalars (step, counts) are replicated. `trainable` may be abstract."""
+  return {"step": replicated(mesh), "trainable": train_shard,
+          "opt_state": _opt_state_shardings(tx, trainable, train_shard, mesh)}
+
+
+def jit_train_step(model, cfg, tx, schedule, mesh, rules, state_shard, frozen_shard,
+                   batch_ndim: dict):
+  """(jitted step, batch shardings): the step `train_stage` runs and `hawk_jax.plan` compiles
+  ahead of time. `batch_ndim` maps each batch key to its rank. Trace or lower it inside
+  `jax.set_mesh(mesh)`: without a mesh in context Flax's logical activation constraints are
+  no-ops, and XLA is free to replicate whole towers (it replicated the ViT over the batch)."""
+  keys = batch_keys(cfg.loss.ml_source == "motion_text")
+  step_fn = make_train_step(model, tx, schedule, cfg.loss.to_dict(), cfg.seed,
+                            cfg.optim.grad_accum_steps, tuple(rules))
+  batch_shard = {k: batch_sharding(mesh, batch_ndim[k], rules) for k in keys}
+  jitted = jax.jit(step_fn, in_shardings=(state_shard, frozen_shard, batch_shard),
+                   out_shardings=(state_shard, replicated(mesh)), donate_argnums=(0,))
+  return jitted, batch_shard
 
 
 def _opt_state_shardings(tx, trainable, train_shard, mesh):
