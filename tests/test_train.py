@@ -1,6 +1,10 @@
 """Training: stage linking, exact resume, sharded step == single-device step, and no optimizer
 state for frozen parameters. Tiny model, data made and pre-extracted here."""
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import jax
 import numpy as np
@@ -68,6 +72,30 @@ def test_resume_after_interruption_is_exact(data, tmp_path):
   assert sa == sb == 4
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_array_equal(x, y)  # bit for bit on CPU
+
+  # The same through the CLI with a real kill -9 once a checkpoint exists.
+  killed = str(tmp_path / "killed")
+  cmd = [sys.executable, "-m", "hawk_jax.train", "--config",
+         "configs/stage1_pretrain.py:size=tiny", "--workdir", killed]
+  cmd += [f"--config.{k}={v}" for k, v in FAST.items()]
+  cmd += [f"--config.data.dir={data['captions']}", "--config.train.num_steps=4"]
+  # Same XLA flags and compilation cache as this process: the programs compile once.
+  env = dict(os.environ, HAWK_JAX_COMPILE_CACHE=jax.config.jax_compilation_cache_dir)
+  proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 600
+  while time.time() < deadline and proc.poll() is None:
+    if os.path.isdir(os.path.join(killed, "checkpoints", "2")):
+      proc.send_signal(signal.SIGKILL)
+      break
+    time.sleep(0.02)
+  proc.wait(timeout=60)
+  assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+  out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True, timeout=600)
+  assert "resumed from" in out.stderr
+  k, sk = _final_trainable(killed)
+  assert sk == 4
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(k)):
+    np.testing.assert_array_equal(x, y)
   # ... and training changed them.
   c0 = initialize(Hawk(hawk_model_config(cfg)), cfg, make_mesh((1, 1, 1)),
                   rules_as_list(cfg.logical_axis_rules))[0]
@@ -129,3 +157,4 @@ def test_optimizer_state_holds_nothing_for_frozen_parameters():
   assert count(frozen) > 8_900_000_000
   # Adam's two moments per trainable parameter, plus step counters.
   assert 2 * n_train <= n_opt < 2 * n_train + 16
+
