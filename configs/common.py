@@ -77,10 +77,14 @@ def base_config(stage: int, arg: str | None) -> ml_collections.ConfigDict:
 
   c.data = ml_collections.ConfigDict()
   c.data.dir = ""                       # pre-extracted TFDS/ArrayRecord folder
+  # A tower cache of data.dir (python -m hawk_jax.train.cache_towers): train on the frozen
+  # towers' cached output instead of pixels, skipping the ViTs; no augmentation. "" = off.
+  c.data.frame_tokens_dir = ""
   c.data.num_frames = 8 if tiny else 32
   c.data.image_size = c.model.vision.image_size
   c.data.motion = "flow_mask" if variant == "released" else "flow_soft"
   c.data.shared_crop = variant != "released"
+  c.data.augment = True                 # RandomResizedCrop in training (off with frame tokens)
   c.data.max_len = 128 if tiny else 512
   c.data.max_text_tokens = 32           # stage 1 caption tokens (released max_txt_len)
   c.data.ml_max_len = 64 if tiny else 96

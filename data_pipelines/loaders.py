@@ -30,6 +30,11 @@ Per training example (fixed shapes; int32 text arrays, right-padded with the pad
                       -100 elsewhere, aligned with the inputs (the model shifts)
   ml_input_ids, ml_attention_mask, ml_visual_mask, ml_labels   [ml_max_len]
                       the motion-language pass [BOS][num_visual_tokens/2 motion][motion text]
+With `frame_tokens_dir` (a cache written by `python -m hawk_jax.train.cache_towers`, see
+data_pipelines/tower_cache.py) `frames` and `motion` are instead the frozen towers' output
+for the unaugmented frames, float32 [T, Qi, Hq] per stream, and no pixel is decoded; every
+other field is unchanged. Augmentation must then be off (augment=False): RandomResizedCrop
+acts on pixels, and the cache holds one fixed view (the plain resize) per video.
 Stage 1 uses the record's caption (`[BOS][visual][caption "\\n"]`, 32 text tokens), stage 2
 its QA pairs in the LLaMA-2 chat template, the first pair replaced with probability 0.5 by
 (description question, description) (hawk_jax.text.prompts). The motion text comes from the
@@ -54,6 +59,7 @@ import jax
 import numpy as np
 
 from data_pipelines import records
+from data_pipelines import tower_cache
 from hawk_jax.text import motion_text as motion_text_lib
 from hawk_jax.text import prompts
 from hawk_jax.text.caption import normalize_caption
@@ -146,6 +152,36 @@ def _visual(decoded: dict[str, Any], num_frames: int, image_size: int,
   return frames, motion, np.asarray(decoded["timestamps"], np.float32)[pick]
 
 
+def plain_visual(decoded: dict[str, Any], num_frames: int, image_size: int):
+  """(frames, motion, timestamps) without augmentation: the selected frames resized to
+  image_size. What evaluation sees, and what the tower cache holds the features of."""
+  return _visual(decoded, num_frames, image_size, None)
+
+
+def _decode_without_pixels(raw: dict[str, Any]) -> dict[str, Any]:
+  """The text fields and timestamps of a raw record (records.decode_record's keys but
+  frames, motion and weights), decoding no image: a cached-token example needs none."""
+  video = _text_field(raw, "video")
+  if "timestamps" not in raw:
+    raise KeyError(f"record {video!r} lacks timestamps; has {sorted(raw)}")
+  try:
+    qa = json.loads(_text_field(raw, "qa_json") or "[]")
+  except json.JSONDecodeError as e:
+    raise ValueError(f"record {video!r}: qa_json is not JSON ({e})") from e
+  return {"video": video, "timestamps": np.asarray(raw["timestamps"], np.float32), "qa": qa,
+          **{k: _text_field(raw, k) for k in ("source", "description", "caption")}}
+
+
+def _cached_visual(raw: dict[str, Any], decoded: dict[str, Any], num_frames: int):
+  """(frame tokens, motion tokens, timestamps) of a record joined with its tower cache."""
+  frames, motion = raw[tower_cache.APPEARANCE_KEY], raw[tower_cache.MOTION_KEY]
+  if frames.shape[0] != num_frames:
+    raise ValueError(f"record {decoded['video']!r}: the tower cache holds {frames.shape[0]} "
+                     f"frames, the run takes {num_frames}")
+  pick = select_frames(len(decoded["timestamps"]), num_frames)
+  return frames, motion, decoded["timestamps"][pick]
+
+
 # ---------------------------------------------------------------------------- transforms
 
 def _padded(prompt: prompts.Prompt, length: int, pad_id: int, prefix: str = "") -> dict:
@@ -168,10 +204,16 @@ class TrainTransform:
   description_swap_probability: float = 0.5
   max_text_tokens: int = prompts.MAX_CAPTION_TOKENS
   motion_text_backend: str = "offline"
+  # True: records come joined with their tower cache (tower_cache.JoinedSource), and
+  # frames/motion are the cached frame tokens.
+  frame_tokens: bool = False
 
   def __post_init__(self):
     if self.stage not in STAGES:
       raise ValueError(f"training stage must be one of {STAGES}, got {self.stage!r}")
+    if self.frame_tokens and self.augment:
+      raise ValueError("cached frame tokens cannot be augmented (RandomResizedCrop acts on "
+                       "pixels): pass augment=False with a tower cache")
     if self.num_visual_tokens <= 0 or self.num_visual_tokens % 2:
       raise ValueError(f"num_visual_tokens must be positive and even, got "
                        f"{self.num_visual_tokens}")
@@ -186,14 +228,18 @@ class TrainTransform:
     return np.random.default_rng(np.random.SeedSequence([self.seed, index, stream]))
 
   def __call__(self, index: int, raw: dict[str, Any]) -> dict[str, np.ndarray]:
-    decoded = records.decode_record(raw)
-    crop_rng = motion_rng = None
-    if self.augment:
-      crop_rng = self._rng(index, _CROP_STREAM)
-      if not self.shared_crop:
-        motion_rng = self._rng(index, _MOTION_CROP_STREAM)
-    frames, motion, timestamps = _visual(decoded, self.num_frames, self.image_size, crop_rng,
-                                         motion_rng)
+    if self.frame_tokens:
+      decoded = _decode_without_pixels(raw)
+      frames, motion, timestamps = _cached_visual(raw, decoded, self.num_frames)
+    else:
+      decoded = records.decode_record(raw)
+      crop_rng = motion_rng = None
+      if self.augment:
+        crop_rng = self._rng(index, _CROP_STREAM)
+        if not self.shared_crop:
+          motion_rng = self._rng(index, _MOTION_CROP_STREAM)
+      frames, motion, timestamps = _visual(decoded, self.num_frames, self.image_size, crop_rng,
+                                           motion_rng)
     try:
       texts = self._text_arrays(decoded, timestamps, index)
     except ValueError as e:
@@ -248,9 +294,13 @@ def make_train_dataset(data_dir: str, *, stage: int, tokenizer, num_frames: int,
                        description_swap_probability: float = 0.5,
                        max_text_tokens: int = prompts.MAX_CAPTION_TOKENS,
                        motion_text_backend: str = "auto", shard_index: int | None = None,
-                       shard_count: int | None = None, source=None) -> grain.MapDataset:
+                       shard_count: int | None = None, source=None,
+                       frame_tokens_dir: str = "") -> grain.MapDataset:
   """The per-example MapDataset (after sharding, before batching). `source` replaces
   `open_split(data_dir, split)` with any random-access source of raw records.
+
+  frame_tokens_dir: a tower cache of this dataset (hawk_jax.train.cache_towers); frames and
+  motion are then its cached frame tokens (float32 [T, Qi, Hq]) and `augment` must be False.
 
   shared_crop=False gives the motion stream its own random crop (released HAWK transforms
   the two streams one after the other); max_text_tokens caps the stage-1 caption and the
@@ -262,12 +312,19 @@ def make_train_dataset(data_dir: str, *, stage: int, tokenizer, num_frames: int,
     source = records.open_split(data_dir, split)
   if len(source) == 0:
     raise ValueError(f"{data_dir}: split {split!r} is empty")
+  if frame_tokens_dir:
+    if augment:
+      raise ValueError(f"frame_tokens_dir={frame_tokens_dir!r}: cached frame tokens cannot be "
+                       f"augmented (RandomResizedCrop acts on pixels); pass augment=False")
+    source = tower_cache.open_joined(source, frame_tokens_dir, split, num_frames=num_frames,
+                                     image_size=image_size)
   transform = TrainTransform(
       stage=stage, tokenizer=tokenizer, num_frames=num_frames, image_size=image_size,
       num_visual_tokens=num_visual_tokens, max_len=max_len, ml_max_len=ml_max_len, seed=seed,
       augment=augment, shared_crop=shared_crop,
       description_swap_probability=description_swap_probability, max_text_tokens=max_text_tokens,
-      motion_text_backend=motion_text_lib.resolve_backend(motion_text_backend))
+      motion_text_backend=motion_text_lib.resolve_backend(motion_text_backend),
+      frame_tokens=bool(frame_tokens_dir))
   ds = grain.MapDataset.source(source)
   if shuffle:
     ds = ds.shuffle(seed=seed)
