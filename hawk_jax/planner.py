@@ -42,7 +42,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 from jax.sharding import Mesh, NamedSharding
 
 from hawk_jax import flops as flops_lib
