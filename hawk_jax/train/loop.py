@@ -64,6 +64,10 @@ def train_stage(cfg: ml_collections.ConfigDict, workdir: str, *, stop_after: int
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
   if jax.process_count() > 1:
     log.info("process %d of %d", jax.process_index(), jax.process_count())
+  done = _finished(workdir, int(cfg.train.num_steps))
+  if done is not None:
+    log.info("%s: already trained to step %d; nothing to do", workdir, done.steps)
+    return done
   checkpoint.write_config(workdir, cfg)
   config = hawk_model_config(cfg)
   model = Hawk(config)
@@ -165,6 +169,18 @@ def train_stage(cfg: ml_collections.ConfigDict, workdir: str, *, stop_after: int
   with open(os.path.join(workdir, "result.json"), "w") as f:
     json.dump(dataclasses.asdict(result), f, indent=2)
   return result
+
+
+def _finished(workdir: str, num_steps: int) -> StageResult | None:
+  """The recorded result of a run that already reached `num_steps` (a rerun is a no-op)."""
+  path = os.path.join(workdir, "result.json")
+  if not os.path.exists(path):
+    return None
+  with open(path, encoding="utf-8") as f:
+    r = StageResult(**json.load(f))
+  latest = checkpoint.TrainCheckpoints(os.path.join(workdir, "checkpoints"),
+                                       async_save=False).latest_step()
+  return r if latest is not None and latest >= num_steps and r.steps >= num_steps else None
 
 
 def loss_ends(metrics_path: str, n: int = 5) -> tuple[float | None, float | None]:
