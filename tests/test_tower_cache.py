@@ -155,7 +155,8 @@ def test_train_step_from_cache_equals_step_from_pixels(data, towers, caches, tmp
     runs[name] = _trained(str(tmp_path / name))
   ref_metrics, ref_params = runs["pixels"]
   assert ref_metrics["l_vl"] > 0 and ref_metrics["grad_norm"] > 0
-  # Seen: float32 cache 3e-5 (update) and 1e-6 (metrics), float16 cache 7e-3 and 5e-4.
+  # Seen: losses within 2e-7 (relative) for both caches; update differences 4e-5 lr
+  # (float32 cache) and 7e-3 lr (float16 cache).
   for dtype, metric_tol, update_tol in (("float32", 1e-5, 1e-3), ("float16", 2e-3, 3e-2)):
     metrics, params = runs[dtype]
     for k in ("loss", "l_vl", "l_ml", "l_mv", "grad_norm"):

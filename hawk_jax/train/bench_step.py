@@ -1,12 +1,15 @@
 """Train-step throughput of the JAX HAWK on whatever devices are present (prints figures).
 
   python -m hawk_jax.train.bench_step --size small --batch 2 --frames 8 --text_len 64 \
-      [--variant paper] [--dtype bfloat16|float32] [--mesh 1,1,1] [--steps 10] [--chip cpu]
+      [--variant paper] [--dtype bfloat16|float32] [--mesh 1,1,1] [--steps 10] [--chip cpu] \
+      [--frame_tokens]
 
 Random parameters and a random batch of the stage-2 shapes (the full loss: L_VL, L_ML, L_MV);
 the step is the one training uses (jit, shardings, donated state). FLOPs are XLA's count of an
 unrolled lowering of the same step (recomputation included), so achieved FLOP/s and MFU
-against the chip's peak are printed beside the wall-clock figures.
+against the chip's peak are printed beside the wall-clock figures. --frame_tokens feeds the
+frozen towers' output [B, T, Qi, Hq] in place of pixels (training from a tower cache,
+hawk_jax.train.cache_towers), so the step runs no ViT.
 """
 from __future__ import annotations
 
@@ -33,7 +36,8 @@ def _optim_cfg():
               weight_decay=0.05, grad_clip_norm=0.0)
 
 
-def random_batch(config: HawkConfig, batch: int, frames: int, text_len: int, seed: int = 0):
+def random_batch(config: HawkConfig, batch: int, frames: int, text_len: int, seed: int = 0,
+                 frame_tokens: bool = False):
   rng = np.random.default_rng(seed)
   s = config.vision.image_size
   nv, nm = config.num_visual_tokens, config.num_visual_tokens_per_branch
@@ -48,7 +52,11 @@ def random_batch(config: HawkConfig, batch: int, frames: int, text_len: int, see
   ml_vm[:, 1:1 + nm] = 1
   ml_labels = np.where(np.arange(ml_len)[None] > nm, ml_ids, -100).astype(np.int32)
   fr = rng.integers(0, 256, size=(batch, frames, s, s, 3), dtype=np.uint8)
-  return {"frames": fr, "motion": fr // 2, "input_ids": ids,
+  mo = fr // 2
+  if frame_tokens:  # cached frozen-tower output instead of pixels
+    shape = (batch, frames, config.qformer.num_query_tokens, config.qformer.hidden_size)
+    fr, mo = (rng.normal(size=shape).astype(np.float32) for _ in range(2))
+  return {"frames": fr, "motion": mo, "input_ids": ids,
           "attention_mask": np.ones_like(ids), "visual_mask": vm, "labels": labels,
           "ml_input_ids": ml_ids, "ml_attention_mask": np.ones_like(ml_ids),
           "ml_visual_mask": ml_vm, "ml_labels": ml_labels}
@@ -110,7 +118,8 @@ def with_dtype(config: HawkConfig, dtype: str) -> HawkConfig:
 
 
 def run(size: str, variant: str, batch: int, frames: int, text_len: int, dtype: str,
-        mesh_shape, steps: int, chip: str, remat: str | None = None) -> dict:
+        mesh_shape, steps: int, chip: str, remat: str | None = None,
+        frame_tokens: bool = False) -> dict:
   from configs.common import model_for
   config = with_dtype(model_for(size, variant), dtype)
   if remat:
@@ -119,7 +128,7 @@ def run(size: str, variant: str, batch: int, frames: int, text_len: int, dtype: 
         llm=dataclasses.replace(config.llm, remat_policy=remat))
   loss_cfg = {"w_vl": 1.0, "w_ml": 0.1, "w_mv": 0.1, "ml_source": "motion_text"}
   mesh = make_mesh(mesh_shape)
-  batch_np = random_batch(config, batch, frames, text_len)
+  batch_np = random_batch(config, batch, frames, text_len, frame_tokens=frame_tokens)
   t0 = time.perf_counter()
   jitted, state, frozen, b = build(config, mesh, batch_np, loss_cfg)
   compiled = jitted.lower(state, frozen, b).compile()
@@ -135,6 +144,7 @@ def run(size: str, variant: str, batch: int, frames: int, text_len: int, dtype: 
   peak = (chip_spec(chip).peak_f32_flops if dtype == "float32" and chip_spec(chip).peak_f32_flops
           else chip_spec(chip).peak_bf16_flops) * mesh.size
   return {"size": size, "dtype": dtype, "batch": batch, "frames": frames,
+          "input": "frame_tokens" if frame_tokens else "pixels",
           "tokens": batch_np["input_ids"].shape[1], "devices": mesh.size,
           "device": jax.devices()[0].device_kind, "step_s": dt, "samples_per_s": batch / dt,
           "compile_s": compile_s, "step_tflop": flops / 1e12,
@@ -154,9 +164,12 @@ def main():
   p.add_argument("--steps", type=int, default=5)
   p.add_argument("--remat", default=None)
   p.add_argument("--chip", default="cpu")
+  p.add_argument("--frame_tokens", action="store_true",
+                 help="cached frozen-tower output in place of pixels (no ViT in the step)")
   a = p.parse_args()
   r = run(a.size, a.variant, a.batch, a.frames, a.text_len, a.dtype,
-          tuple(int(x) for x in a.mesh.split(",")), a.steps, a.chip, a.remat)
+          tuple(int(x) for x in a.mesh.split(",")), a.steps, a.chip, a.remat,
+          frame_tokens=a.frame_tokens)
   print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()))
 
 
