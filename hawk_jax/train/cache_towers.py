@@ -1,6 +1,6 @@
 """Cache the frozen towers' output for a pre-extracted dataset, so training skips the ViTs.
 
-  python -m hawk_jax.train.cache_towers --towers WORKDIR --data_dir DATA --out DIR \
+  python -m hawk_jax.train.cache_towers --towers WORKDIR --data_dir DATA --out DIR \\
       [--split train,test] [--num_frames 32] [--batch_size 8] [--dtype float16]
 
 then train with `--config.data.frame_tokens_dir=DIR` (same num_frames; augmentation is then
