@@ -47,6 +47,23 @@ value_of() {
   echo "$2"
 }
 
+# stage_option FLAG [VALUE]: the stage flags every script takes (--stage --size --variant
+# --workdir --data --from_stage --batch --steps); sets the variable and returns 0, or returns
+# 1 for a flag that is not one of them. Call as `stage_option "$@" && shift 2`.
+stage_option() {
+  case "$1" in
+    --stage) STAGE=$(value_of "$@") || exit 2 ;;
+    --size) SIZE=$(value_of "$@") || exit 2 ;;
+    --variant) VARIANT=$(value_of "$@") || exit 2 ;;
+    --workdir) WORKDIR=$(value_of "$@") || exit 2 ;;
+    --data) DATA=$(value_of "$@") || exit 2 ;;
+    --from_stage) FROM_STAGE=$(value_of "$@") || exit 2 ;;
+    --batch) BATCH=$(value_of "$@") || exit 2 ;;
+    --steps) STEPS=$(value_of "$@") || exit 2 ;;
+    *) return 1 ;;
+  esac
+}
+
 stage_config() {
   case "$1" in
     1) echo configs/stage1_pretrain.py ;;

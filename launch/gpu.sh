@@ -42,16 +42,8 @@ while [[ $# -gt 0 ]]; do
     --logs) LOGS=$(value_of "$@"); shift 2 ;;
     --repo_dir) REPO_DIR=$(value_of "$@"); shift 2 ;;
     --python) PY=$(value_of "$@"); shift 2 ;;
-    --stage) STAGE=$(value_of "$@"); shift 2 ;;
-    --size) SIZE=$(value_of "$@"); shift 2 ;;
-    --variant) VARIANT=$(value_of "$@"); shift 2 ;;
-    --workdir) WORKDIR=$(value_of "$@"); shift 2 ;;
-    --data) DATA=$(value_of "$@"); shift 2 ;;
-    --from_stage) FROM_STAGE=$(value_of "$@"); shift 2 ;;
-    --batch) BATCH=$(value_of "$@"); shift 2 ;;
-    --steps) STEPS=$(value_of "$@"); shift 2 ;;
     --) shift; EXTRA=("$@"); break ;;
-    *) die "unknown argument '$1' (see --help)" ;;
+    *) stage_option "$@" || die "unknown argument '$1' (see --help)"; shift 2 ;;
   esac
 done
 

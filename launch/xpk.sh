@@ -41,16 +41,8 @@ while [[ $# -gt 0 ]]; do
     --base_docker_image) BASE_IMAGE=$(value_of "$@"); shift 2 ;;
     --delete) DELETE=1; shift ;;
     --python) PY=$(value_of "$@"); shift 2 ;;
-    --stage) STAGE=$(value_of "$@"); shift 2 ;;
-    --size) SIZE=$(value_of "$@"); shift 2 ;;
-    --variant) VARIANT=$(value_of "$@"); shift 2 ;;
-    --workdir) WORKDIR=$(value_of "$@"); shift 2 ;;
-    --data) DATA=$(value_of "$@"); shift 2 ;;
-    --from_stage) FROM_STAGE=$(value_of "$@"); shift 2 ;;
-    --batch) BATCH=$(value_of "$@"); shift 2 ;;
-    --steps) STEPS=$(value_of "$@"); shift 2 ;;
     --) shift; EXTRA=("$@"); break ;;
-    *) die "unknown argument '$1' (see --help)" ;;
+    *) stage_option "$@" || die "unknown argument '$1' (see --help)"; shift 2 ;;
   esac
 done
 
