@@ -85,20 +85,22 @@ def attention(q, k, v, dtype, kv_mask=None, probs_dropout: Callable | None = Non
 
   `kv_mask` [B, Lk] (nonzero = attend) hides padded keys; `probs_dropout` is applied to the
   attention probabilities (BERT's attention dropout). Logits and softmax are float32.
+  The products run head-major ([B, H, L, Dh] operands, batched over B and H): on CPU, the
+  token-major einsum `bhqk,bkhd->bqhd` was 3x slower than transposing q, k, v first.
   """
   dtype = dtype_of(dtype)
   scale = q.shape[-1] ** -0.5
-  logits = jnp.einsum("bqhd,bkhd->bhqk", q.astype(dtype), k.astype(dtype),
-                      preferred_element_type=jnp.float32) * scale
+  if kv_mask is not None and kv_mask.shape != (k.shape[0], k.shape[1]):
+    raise ValueError(f"attention mask has shape {kv_mask.shape}; the keys want "
+                     f"{(k.shape[0], k.shape[1])} (batch, key length)")
+  q, k, v = (t.astype(dtype).transpose(0, 2, 1, 3) for t in (q, k, v))
+  logits = jnp.einsum("bhqd,bhkd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
   if kv_mask is not None:
-    if kv_mask.shape != (k.shape[0], k.shape[1]):
-      raise ValueError(f"attention mask has shape {kv_mask.shape}; the keys want "
-                       f"{(k.shape[0], k.shape[1])} (batch, key length)")
     keep = kv_mask.astype(bool)[:, None, None, :]
     logits = jnp.where(keep, logits, jnp.finfo(jnp.float32).min)
   probs = jax.nn.softmax(logits, axis=-1)
   if probs_dropout is not None:
     probs = probs_dropout(probs)
-  out = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(dtype), v.astype(dtype),
+  out = jnp.einsum("bhqk,bhkd->bhqd", probs.astype(dtype), v,
                    preferred_element_type=jnp.float32)
-  return out.astype(dtype)
+  return out.astype(dtype).transpose(0, 2, 1, 3)
