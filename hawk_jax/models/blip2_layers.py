@@ -12,19 +12,17 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from hawk_jax.models.common import dtype_of, param_with_axes
+from hawk_jax.models.common import contract_spec, dtype_of, einsum_f32, param_with_axes
 
 # BERT and EVA both initialise their linear layers with a (truncated) normal of std 0.02.
 DEFAULT_KERNEL_INIT = nn.initializers.truncated_normal(0.02)
 
 
 def matmul(x, kernel, dtype, n_contract: int = 1):
-  """Contract the last `n_contract` axes of x with the first ones of kernel; float32 result."""
-  contract_x = tuple(range(x.ndim - n_contract, x.ndim))
-  contract_k = tuple(range(n_contract))
-  return jax.lax.dot_general(
-      x.astype(dtype), kernel.astype(dtype), ((contract_x, contract_k), ((), ())),
-      preferred_element_type=jnp.float32)
+  """Contract the last `n_contract` axes of x with the first ones of kernel; float32 result
+  (and, in bf16, a bf16 backward pass: `einsum_f32`)."""
+  spec = contract_spec(x.ndim, kernel.ndim, n_contract)
+  return einsum_f32(spec, x.astype(dtype), kernel.astype(dtype))
 
 
 class Dense(nn.Module):
@@ -94,13 +92,12 @@ def attention(q, k, v, dtype, kv_mask=None, probs_dropout: Callable | None = Non
     raise ValueError(f"attention mask has shape {kv_mask.shape}; the keys want "
                      f"{(k.shape[0], k.shape[1])} (batch, key length)")
   q, k, v = (t.astype(dtype).transpose(0, 2, 1, 3) for t in (q, k, v))
-  logits = jnp.einsum("bhqd,bhkd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
+  logits = einsum_f32("bhqd,bhkd->bhqk", q, k) * scale
   if kv_mask is not None:
     keep = kv_mask.astype(bool)[:, None, None, :]
     logits = jnp.where(keep, logits, jnp.finfo(jnp.float32).min)
   probs = jax.nn.softmax(logits, axis=-1)
   if probs_dropout is not None:
     probs = probs_dropout(probs)
-  out = jnp.einsum("bhqk,bhkd->bhqd", probs.astype(dtype), v,
-                   preferred_element_type=jnp.float32)
+  out = einsum_f32("bhqk,bhkd->bhqd", probs.astype(dtype), v)
   return out.astype(dtype).transpose(0, 2, 1, 3)

@@ -1,5 +1,8 @@
-"""Pieces every tower shares: dtype names, remat policies by name, logical-axis helpers."""
+"""Pieces every tower shares: dtype names, remat policies by name, logical-axis helpers, and
+the matmul every tower uses (float32 accumulation, backward pass in the compute dtype)."""
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -48,3 +51,52 @@ def constrain(x, *names):
 
 def param_with_axes(init, *names):
   return nn.with_logical_partitioning(init, names)
+
+
+def einsum_f32(spec: str, a, b):
+  """Two-operand einsum with float32 accumulation and a float32 result.
+
+  With low-precision operands (bf16) the backward pass runs in their dtype too: the float32
+  cotangent is rounded to it, and both gradients are einsums of bf16 operands accumulated in
+  float32, as under torch.autocast. (JAX's own transpose of a `preferred_element_type=f32`
+  product multiplies the float32 cotangent with the bf16 operand, which upcasts the operand
+  -- a frozen weight matrix included -- and runs a float32 matmul, slower on CPU by the bf16
+  speed-up.) Float32 operands take the plain path, unchanged. Every index of an operand must
+  appear in the other operand or in the output (true of linear layers and attention).
+  """
+  if a.dtype == jnp.float32 and b.dtype == jnp.float32:
+    return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32)
+  if a.dtype != b.dtype:
+    raise ValueError(f"einsum_f32 {spec!r}: operands of different dtypes {a.dtype}, {b.dtype}")
+  return _lowp_einsum(spec, a, b)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _lowp_einsum(spec, a, b):
+  return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32)
+
+
+def _lowp_einsum_fwd(spec, a, b):
+  return _lowp_einsum(spec, a, b), (a, b)
+
+
+def _lowp_einsum_bwd(spec, res, g):
+  a, b = res
+  ins, out = spec.replace(" ", "").split("->")
+  sa, sb = ins.split(",")
+  g = g.astype(a.dtype)
+  da = jnp.einsum(f"{out},{sb}->{sa}", g, b, preferred_element_type=jnp.float32)
+  db = jnp.einsum(f"{sa},{out}->{sb}", a, g, preferred_element_type=jnp.float32)
+  return da.astype(a.dtype), db.astype(b.dtype)
+
+
+_lowp_einsum.defvjp(_lowp_einsum_fwd, _lowp_einsum_bwd)
+
+
+def contract_spec(x_ndim: int, k_ndim: int, n_contract: int) -> str:
+  """einsum spec contracting the last `n_contract` axes of x with the first ones of a kernel."""
+  letters = "abcdefghijklmnopqrstuvwxyz"
+  free_x = x_ndim - n_contract
+  x = letters[:x_ndim]
+  k = x[free_x:] + letters[x_ndim:x_ndim + k_ndim - n_contract]
+  return f"{x},{k}->{x[:free_x]}{k[n_contract:]}"

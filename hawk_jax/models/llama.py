@@ -51,7 +51,8 @@ import numpy as np
 from jax import lax
 import flax.linen as nn
 
-from hawk_jax.models.common import constrain, dtype_of, maybe_remat, param_with_axes
+from hawk_jax.models.common import (constrain, contract_spec, dtype_of, einsum_f32,
+                                    maybe_remat, param_with_axes)
 from hawk_jax.models.configs import LlamaConfig
 
 Cache = dict[str, jax.Array]
@@ -60,12 +61,10 @@ _INIT = nn.initializers.normal(stddev=0.02)  # HF's initializer_range
 
 
 def _dot(x, kernel, n_contract: int, dtype):
-  """x[..., *c] . kernel[*c, ...] over the last `n_contract` dims of x, float32 accumulation."""
-  xs = tuple(range(x.ndim - n_contract, x.ndim))
-  ks = tuple(range(n_contract))
-  y = lax.dot_general(x.astype(dtype), kernel.astype(dtype), ((xs, ks), ((), ())),
-                      preferred_element_type=jnp.float32)
-  return y
+  """x[..., *c] . kernel[*c, ...] over the last `n_contract` dims of x, float32 accumulation
+  (and, in bf16, a bf16 backward pass: `einsum_f32`)."""
+  spec = contract_spec(x.ndim, kernel.ndim, n_contract)
+  return einsum_f32(spec, x.astype(dtype), kernel.astype(dtype))
 
 
 class Linear(nn.Module):
@@ -170,8 +169,7 @@ class LlamaAttention(nn.Module):
     val = constrain(val, "activation_batch", "activation_length", "activation_kv_heads", None)
 
     if kv is None:
-      out = jax.nn.dot_product_attention(q, key, val, mask=mask, scale=d ** -0.5,
-                                         is_causal=mask is None)
+      out = _attention(q, key, val, mask, d ** -0.5, dtype)
     else:
       ck, cv = kv
       start = (layer, 0, 0, cache_index, 0)
@@ -182,6 +180,29 @@ class LlamaAttention(nn.Module):
     out = constrain(out, "activation_batch", "activation_length", "activation_heads", None)
     out = Linear((n, d), (e,), ("heads", "head_dim", "embed"), name="o_proj", **kw)(out)
     return out, kv
+
+
+def _attention(q, k, v, mask, scale, dtype):
+  """Grouped-query attention without a cache: q [B,T,N,D], k/v [B,T,K,D] -> [B,T,N,D].
+
+  `mask` [B,1,T,T] bool (True = attend) or None (causal). The products run head-major and in
+  `einsum_f32` (float32 accumulation; a bf16 backward pass in bf16), the softmax in float32.
+  On CPU this is faster than `jax.nn.dot_product_attention`, whose bf16 product of the
+  probabilities with the values has a bf16 result (slow there) and an f32 backward pass.
+  """
+  b, t, n, d = q.shape
+  kh = k.shape[2]
+  g = n // kh
+  qh = q.astype(dtype).reshape(b, t, kh, g, d).transpose(0, 2, 3, 1, 4)   # [B,K,G,T,D]
+  k = k.astype(dtype).transpose(0, 2, 1, 3)                               # [B,K,S,D]
+  v = v.astype(dtype).transpose(0, 2, 1, 3)
+  logits = einsum_f32("bkgtd,bksd->bkgts", qh, k) * scale
+  if mask is None:
+    mask = jnp.tril(jnp.ones((t, t), jnp.bool_))[None, None]
+  logits = jnp.where(mask[:, :, None], logits, jnp.finfo(jnp.float32).min)
+  probs = jax.nn.softmax(logits, axis=-1).astype(dtype)
+  out = einsum_f32("bkgts,bksd->bkgtd", probs, v)
+  return out.astype(dtype).transpose(0, 3, 1, 2, 4).reshape(b, t, n, d)
 
 
 def _cached_attention(q, k, v, mask, scale, dtype):
