@@ -146,15 +146,20 @@ def hawk_config(size: str) -> HawkConfig:
                         num_kv_heads=40),
         proj_hidden_size=5120)
   if size == "small":
+    # Layers unrolled (not scanned): on CPU, XLA upcasts a stacked bf16 weight to f32 before
+    # slicing a layer out of it (a full f32 copy of every tower per call), and copies each
+    # f32 layer slice; unrolled layers read their weights in place and compile faster.
     return HawkConfig(
-        vision=VisionConfig(hidden_size=192, num_layers=4, num_heads=3, mlp_dim=768),
+        vision=VisionConfig(hidden_size=192, num_layers=4, num_heads=3, mlp_dim=768,
+                            scan_layers=False),
         qformer=QFormerConfig(hidden_size=256, num_layers=4, num_heads=4, intermediate_size=1024,
                               cross_attention_freq=2, encoder_hidden_size=192),
         video_qformer=QFormerConfig(hidden_size=256, num_layers=2, num_heads=4,
                                     intermediate_size=1024, cross_attention_freq=1,
                                     encoder_hidden_size=256, dropout=0.1),
         llm=LlamaConfig(vocab_size=32000, hidden_size=768, intermediate_size=2048, num_layers=6,
-                        num_heads=12, num_kv_heads=12, max_position_embeddings=2048),
+                        num_heads=12, num_kv_heads=12, max_position_embeddings=2048,
+                        scan_layers=False),
         proj_hidden_size=768, tight_size=48)
   if size == "tiny":
     # Small enough to train three stages on 2 CPU cores in minutes; every width divides a
