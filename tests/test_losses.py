@@ -40,3 +40,24 @@ def test_total_loss_weights_and_released_stage2():
                              rtol=1e-6)
   tot2, t2 = losses.total_loss(out, batch, w_vl=1.0, w_ml=0.1, w_mv=0.1, ml_source="vl")
   np.testing.assert_allclose(float(tot2), float(1.1 * t2["l_vl"] + 0.1 * t2["l_mv"]), rtol=1e-6)
+
+
+def test_lm_loss_chunked_equals_lm_loss_in_value_and_gradient():
+  import jax
+  import jax.numpy as jnp
+  rng = np.random.default_rng(3)
+  hidden = jnp.asarray(rng.normal(size=(3, 50, 8)), jnp.float32)
+  head = jnp.asarray(rng.normal(size=(8, 13)), jnp.float32)
+  labels = rng.integers(0, 13, size=(3, 50))
+  labels[:, :37] = -100   # whole chunks without a target are skipped
+  labels[1, 45:] = -100
+  fn = lambda h: h @ head
+  want, n = losses.lm_loss(fn(hidden), labels)
+  got, m = losses.lm_loss_chunked(hidden, labels, fn, chunk=16)
+  np.testing.assert_allclose(float(got), float(want), rtol=1e-6)
+  assert int(m) == int(n)
+  g_want = jax.grad(lambda h: losses.lm_loss(fn(h), labels)[0])(hidden)
+  g_got = jax.grad(lambda h: losses.lm_loss_chunked(h, labels, fn, chunk=16)[0])(hidden)
+  np.testing.assert_allclose(np.asarray(g_got), np.asarray(g_want), atol=1e-6)
+  none = np.full_like(labels, -100)
+  assert float(losses.lm_loss_chunked(hidden, none, fn, chunk=16)[0]) == 0.0

@@ -190,17 +190,27 @@ class Hawk(nn.Module):
 
   def __call__(self, frames, motion, input_ids, attention_mask, visual_mask, *,
                ml_input_ids=None, ml_attention_mask=None, ml_visual_mask=None,
-               deterministic: bool = True):
+               deterministic: bool = True, return_hidden: bool = False):
     """The training forward pass: LLM logits over the prompt (and, when the motion-language
-    inputs are given, over [BOS][motion tokens][motion text]) and the tight-space outputs."""
+    inputs are given, over [BOS][motion tokens][motion text]) and the tight-space outputs.
+
+    `return_hidden`: the LLM's final hidden states (`hidden`, `ml_hidden`) in place of the
+    logits; `lm_logits` turns any slice of them into logits (the chunked loss uses it)."""
     enc = self.encode_video(frames, motion, deterministic)
     emb = self.prompt_embeddings(input_ids, visual_mask, enc["visual"])
-    out = {"logits": self.llm(inputs_embeds=emb, attention_mask=attention_mask),
+    key = "hidden" if return_hidden else "logits"
+    out = {key: self.llm(inputs_embeds=emb, attention_mask=attention_mask,
+                         return_hidden=return_hidden),
            "tight_appearance": enc["tight_appearance"], "tight_motion": enc["tight_motion"]}
     if ml_input_ids is not None:
       ml_emb = self.prompt_embeddings(ml_input_ids, ml_visual_mask, enc["motion_tokens"])
-      out["ml_logits"] = self.llm(inputs_embeds=ml_emb, attention_mask=ml_attention_mask)
+      out["ml_" + key] = self.llm(inputs_embeds=ml_emb, attention_mask=ml_attention_mask,
+                                  return_hidden=return_hidden)
     return out
+
+  def lm_logits(self, hidden):
+    """The LLM head: final hidden states [B, T, E] -> float32 logits [B, T, V]."""
+    return self.llm.logits(hidden)
 
 
 # Parameter groups trained in stages 1-2 (DESIGN.md §3); everything else is frozen.

@@ -308,11 +308,17 @@ class Llama(nn.Module):
     return constrain(y, "activation_batch", "activation_length", "activation_vocab")
 
   def __call__(self, input_ids=None, *, inputs_embeds=None, attention_mask=None, positions=None,
-               cache: Cache | None = None, last_only: bool = False):
-    """Logits [B,T,V] float32 (or [B,1,V] with last_only); with `cache`, (logits, new_cache)."""
+               cache: Cache | None = None, last_only: bool = False, return_hidden: bool = False):
+    """Logits [B,T,V] float32 (or [B,1,V] with last_only); with `cache`, (logits, new_cache).
+
+    `return_hidden` (no cache): the final hidden states after the norm [B,T,E] in place of the
+    logits, for a loss that applies `logits` itself (e.g. only where targets are supervised).
+    """
     cfg = self.config
     if (input_ids is None) == (inputs_embeds is None):
       raise ValueError("pass exactly one of input_ids and inputs_embeds")
+    if return_hidden and cache is not None:
+      raise ValueError("return_hidden is for cache-free calls")
     x = self.embed(input_ids) if inputs_embeds is None else inputs_embeds.astype(
         dtype_of(cfg.dtype))
     x = constrain(x, "activation_batch", "activation_length", "activation_embed")
@@ -353,6 +359,8 @@ class Llama(nn.Module):
     x = self.norm(x)
     if last_only:
       x = x[:, -1:]
+    if return_hidden:
+      return x
     logits = self.logits(x)
     if cache is None:
       return logits

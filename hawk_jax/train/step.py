@@ -26,12 +26,20 @@ def batch_keys(use_ml: bool) -> tuple[str, ...]:
 
 
 def forward_loss(model: Hawk, params, batch, rng, loss_cfg, deterministic: bool = False):
+  """The stage loss. The LLM hands back its final hidden states and the LM head runs only on
+  chunks of positions with supervised targets (`losses.lm_loss_chunked`)."""
   use_ml = loss_cfg["ml_source"] == "motion_text"
   kwargs = {k: batch[k] for k in ML_KEYS} if use_ml else {}
   out = model.apply({"params": params}, *(batch[k] for k in MODEL_KEYS),
-                    deterministic=deterministic, rngs={"dropout": rng}, **kwargs)
+                    deterministic=deterministic, rngs={"dropout": rng}, return_hidden=True,
+                    **kwargs)
+
+  def logits_fn(hidden):
+    return model.apply({"params": params}, hidden, method=Hawk.lm_logits)
+
   return losses.total_loss(out, batch, w_vl=loss_cfg["w_vl"], w_ml=loss_cfg["w_ml"],
-                           w_mv=loss_cfg["w_mv"], ml_source=loss_cfg["ml_source"])
+                           w_mv=loss_cfg["w_mv"], ml_source=loss_cfg["ml_source"],
+                           logits_fn=logits_fn, chunk=loss_cfg.get("lm_chunk", 32))
 
 
 def make_train_step(model: Hawk, tx: optax.GradientTransformation, schedule: Callable,
