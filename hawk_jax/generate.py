@@ -10,9 +10,11 @@ different lengths share compilations too (padding is masked: the tokens do not c
 
 A model with `scan_layers` is decoded through its unrolled twin (`llama.for_decoding`): the
 layer weights are unstacked once per call, since a scanned decode step copies every layer's
-weights out of the stacked arrays on each token (~2.5x slower on CPU). `prefill`/`decode_step`
-take the model as given: callers driving their own loop should convert once with
-`model, params = for_decoding(model, params)`.
+weights out of the stacked arrays on each token (~2.5x slower on CPU). The twin also stores its
+projection kernels [out, in] (`Llama.decode_layout`), which few-row products stream faster; an
+unrolled model is decoded as given, so convert it once, outside, for that layout.
+`prefill`/`decode_step` take the model as given: callers driving their own loop should convert
+once with `model, params = for_decoding(model, params)`.
 
 Entry points:
   generate(model, params, input_ids | inputs_embeds=..., attention_mask=..., ...)
@@ -37,8 +39,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from hawk_jax.models.llama import (Llama, for_decoding, init_cache, reorder_cache, repeat_cache,
-                                   unrolled)
+from hawk_jax.models.llama import (Llama, decoding_model, for_decoding, init_cache,
+                                   reorder_cache, repeat_cache)
 
 _NEG = -1.0e9  # HF beam search's "impossible" score
 
@@ -66,6 +68,16 @@ def _pad_id(pad, eos: tuple[int, ...]) -> int:
 
 # --- model calls ------------------------------------------------------------------------------
 
+def _decoding(model: Llama, params):
+  """Inside a jitted loop: a scanned model becomes its decoding twin (`for_decoding`: the
+  unstacking copies the weights anyway, the decode layout comes with that copy); an unrolled
+  model is used as it is -- pass `for_decoding(model, params)` once, outside, for the decode
+  layout without a copy per call."""
+  if model.config.scan_layers or model.config.remat_policy != "none":
+    return for_decoding(model, params)
+  return model, params
+
+
 def _forward(model: Llama, params, inputs, mask, cache):
   """One cached model call; `inputs` are ids [B,T] or embeddings [B,T,E]. -> ([B,V], cache)."""
   kw = dict(attention_mask=mask, cache=cache, last_only=True)
@@ -78,7 +90,8 @@ def _forward(model: Llama, params, inputs, mask, cache):
 
 def _prefill_impl(model, params, inputs, mask, max_len: int):
   cfg = model.config
-  cache = init_cache(cfg, inputs.shape[0], max_len)
+  # An unrolled model keeps one cache buffer per layer: no per-step copy of a layer's slice.
+  cache = init_cache(cfg, inputs.shape[0], max_len, per_layer=not cfg.scan_layers)
   if mask is None:
     mask = jnp.ones(inputs.shape[:2], jnp.int32)
   return _forward(model, params, inputs, mask, cache)
@@ -194,7 +207,7 @@ def _advance(model, params, s: _State, rng, knobs, pick) -> _State:
 @functools.partial(jax.jit, static_argnames=("model", "max_new_tokens", "pick"))
 def _sample_loop(model, params, inputs, mask, rng, knobs: _Knobs, *, max_new_tokens: int,
                  pick: _Pick):
-  model, params = for_decoding(model, params)
+  model, params = _decoding(model, params)
   state = _start(model, params, inputs, mask, rng, knobs, pick, max_new_tokens, max_new_tokens)
   state = lax.while_loop(
       lambda s: (s.step + 1 < max_new_tokens) & ~jnp.all(s.finished),
@@ -279,7 +292,7 @@ def _beam_update(s: _Beams, logits, *, nb: int, n_keep: int, n_new: int, knobs: 
 def _beam_loop(model, params, inputs, mask, knobs: _Knobs, length_penalty, *,
                max_new_tokens: int, num_beams: int, n_eos: int, early_stopping):
   b, nb, n = inputs.shape[0], num_beams, max_new_tokens
-  model, params = for_decoding(model, params)
+  model, params = _decoding(model, params)
   logits, cache = _prefill_impl(model, params, inputs, mask, inputs.shape[1] + n)
   cache = repeat_cache(cache, nb)
   logits = jnp.repeat(logits, nb, axis=0)
@@ -453,7 +466,7 @@ def stream(model: Llama, params, input_ids=None, *, inputs_embeds=None, attentio
                                  pad_token_id, min_new_tokens)
   if model.config.scan_layers:
     params = _unstacked_params(model, params)
-    model = unrolled(model)
+    model = decoding_model(model)
   state = _stream_start(model, params, inputs, mask, rng, knobs,
                         max_new_tokens=int(max_new_tokens), pick=pick)
   for i in range(max_new_tokens):

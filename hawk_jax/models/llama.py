@@ -28,7 +28,12 @@ same positions as the unpadded one; pass `positions` to override.
 
 KV cache (see `init_cache`): a dict of fixed-shape arrays, so one compiled step serves every
 token of a decode loop:
-  k, v   [layers, batch, kv_heads, max_len, head_dim]   keys (after RoPE) and values
+  k, v   [layers, batch, kv_heads, max_len, head_dim]   keys (after RoPE) and values; or,
+         for an unrolled model (`init_cache(..., per_layer=True)`), a tuple of one array per
+         layer, values [batch, kv_heads, max_len, head_dim] and keys [batch, kv_heads,
+         head_dim, max_len]: each layer updates and reads its own buffers in place (slicing a
+         layer out of the stacked cache, or a [S, D] key block into [D, S], copied it on
+         every step on CPU)
   mask   [batch, max_len] bool   which slots hold a real (non-pad) token
   pos    [batch] int32           real tokens seen so far per row = RoPE position of the next one
   index  [] int32                next slot to write (slots fill left to right, same for all rows)
@@ -38,8 +43,8 @@ decode steps are the same call with different T. Rows of one batch may have diff
 of left padding; their pad slots stay masked forever. The caller keeps index + T <= max_len
 (dynamic_update_slice clamps, so an overfull cache would overwrite its last slots). With
 `last_only=True` only the last position's logits are computed ([B,1,V]): what prefill needs.
-Without a cache, attention is `jax.nn.dot_product_attention`; with one, an einsum over the
-[B,K,S,D] cache layout, so decoding never transposes the cache.
+Without a cache, attention is `_attention` (head-major `einsum_f32` products); with one, an
+einsum over the [B,K,S,D] cache layout, so decoding never transposes the cache.
 """
 from __future__ import annotations
 
@@ -68,7 +73,11 @@ def _dot(x, kernel, n_contract: int, dtype):
 
 
 class Linear(nn.Module):
-  """A dense layer with a multi-dimensional kernel [*in_shape, *out_shape] and logical axes."""
+  """A dense layer with a multi-dimensional kernel [*in_shape, *out_shape] and logical axes.
+
+  `transposed`: the kernel is stored [*out_shape, *in_shape] (the decoding twin's layout, see
+  `for_decoding`), which XLA's CPU products stream faster when only a few rows come in.
+  """
   in_shape: tuple[int, ...]
   out_shape: tuple[int, ...]
   kernel_axes: tuple[str, ...]
@@ -76,18 +85,50 @@ class Linear(nn.Module):
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   out_dtype: Any = None  # None: `dtype`; the LM head keeps float32
+  transposed: bool = False
 
   @nn.compact
   def __call__(self, x):
-    kernel = self.param("kernel", param_with_axes(_INIT, *self.kernel_axes),
-                        tuple(self.in_shape) + tuple(self.out_shape), self.param_dtype)
-    y = _dot(x, kernel, len(self.in_shape), self.dtype)
+    n_in = len(self.in_shape)
+    shape, axes = tuple(self.in_shape) + tuple(self.out_shape), tuple(self.kernel_axes)
+    if self.transposed:
+      shape, axes = tuple(self.out_shape) + tuple(self.in_shape), axes[n_in:] + axes[:n_in]
+    kernel = self.param("kernel", param_with_axes(_INIT, *axes), shape, self.param_dtype)
+    if self.transposed:
+      y = _dot_transposed(x, kernel, n_in, self.dtype)
+    else:
+      y = _dot(x, kernel, n_in, self.dtype)
     if self.use_bias:
       bias = self.param("bias", param_with_axes(nn.initializers.zeros,
-                                                *self.kernel_axes[len(self.in_shape):]),
+                                                *self.kernel_axes[n_in:]),
                         tuple(self.out_shape), self.param_dtype)
       y = y + bias.astype(jnp.float32)
     return y.astype(self.out_dtype or self.dtype)
+
+
+# Up to this many rows (batch x new tokens) a transposed-kernel product is taken as W . x^T:
+# faster than x . W up to 32 rows, even at 128; a 128-token prefill formed as x . W^T was 25%
+# slower (XLA transposed the weights first); from ~1000 rows on x . W^T is the faster form.
+_FEW_ROWS = 256
+
+
+def _dot_transposed(x, kernel, n_in: int, dtype):
+  """x[..., *in] . kernel[*out, *in] -> [..., *out], float32 accumulation.
+
+  With few rows (a decode step, a short prefill) the product is formed as kernel . x^T,
+  [*out, rows], then transposed back: on CPU that streams the weights at ~32 GB/s for one row
+  and ~22 for eight, against ~29 and ~17 for x . W (f32, small LLaMA shapes); the optimization
+  barrier keeps XLA from folding the transpose back into the product. Many rows: x . kernel^T.
+  """
+  letters = "abcdefghijklmnopqrstuvwxyz"
+  n_free, n_out = x.ndim - n_in, kernel.ndim - n_in
+  f, i = letters[:n_free], letters[n_free:n_free + n_in]
+  o = letters[n_free + n_in:n_free + n_in + n_out]
+  x, kernel = x.astype(dtype), kernel.astype(dtype)
+  if int(np.prod(x.shape[:n_free])) <= _FEW_ROWS:
+    yt = lax.optimization_barrier(einsum_f32(f"{o}{i},{f}{i}->{o}{f}", kernel, x))
+    return yt.transpose(tuple(range(n_out, n_out + n_free)) + tuple(range(n_out)))
+  return einsum_f32(f"{f}{i},{o}{i}->{f}{o}", x, kernel)
 
 
 class RMSNorm(nn.Module):
@@ -132,12 +173,13 @@ def apply_rope(x, cos, sin):
 
 class LlamaMLP(nn.Module):
   config: LlamaConfig
+  transposed: bool = False  # kernels stored [out, in] (decoding twin)
 
   @nn.compact
   def __call__(self, x):
     cfg = self.config
     kw = dict(use_bias=cfg.mlp_bias, dtype=dtype_of(cfg.dtype),
-              param_dtype=dtype_of(cfg.param_dtype))
+              param_dtype=dtype_of(cfg.param_dtype), transposed=self.transposed)
     e, m = cfg.hidden_size, cfg.intermediate_size
     gate = Linear((e,), (m,), ("embed", "mlp"), name="gate_proj", **kw)(x)
     up = Linear((e,), (m,), ("embed", "mlp"), name="up_proj", **kw)(x)
@@ -152,13 +194,15 @@ class LlamaAttention(nn.Module):
   its new keys/values at slot `cache_index` of layer `layer` and attends over its own slice.
   """
   config: LlamaConfig
+  transposed: bool = False  # kernels stored [out, in] (decoding twin)
 
   @nn.compact
   def __call__(self, x, cos, sin, mask, kv=None, layer=None, cache_index=None):
     cfg = self.config
     dtype = dtype_of(cfg.dtype)
     n, k, d, e = cfg.num_heads, cfg.num_kv_heads, cfg.resolved_head_dim, cfg.hidden_size
-    kw = dict(use_bias=cfg.attention_bias, dtype=dtype, param_dtype=dtype_of(cfg.param_dtype))
+    kw = dict(use_bias=cfg.attention_bias, dtype=dtype, param_dtype=dtype_of(cfg.param_dtype),
+              transposed=self.transposed)
     q = Linear((e,), (n, d), ("embed", "heads", "head_dim"), name="q_proj", **kw)(x)
     key = Linear((e,), (k, d), ("embed", "kv_heads", "head_dim"), name="k_proj", **kw)(x)
     val = Linear((e,), (k, d), ("embed", "kv_heads", "head_dim"), name="v_proj", **kw)(x)
@@ -170,6 +214,14 @@ class LlamaAttention(nn.Module):
 
     if kv is None:
       out = _attention(q, key, val, mask, d ** -0.5, dtype)
+    elif isinstance(kv[0], tuple):  # one buffer per layer (unrolled model, static `layer`)
+      ck, cv = kv   # keys [B, K, D, S], values [B, K, S, D]
+      k_l = lax.dynamic_update_slice(ck[layer], key.transpose(0, 2, 3, 1).astype(ck[layer].dtype),
+                                     (0, 0, 0, cache_index))
+      v_l = lax.dynamic_update_slice(cv[layer], val.transpose(0, 2, 1, 3).astype(cv[layer].dtype),
+                                     (0, 0, cache_index, 0))
+      kv = (ck[:layer] + (k_l,) + ck[layer + 1:], cv[:layer] + (v_l,) + cv[layer + 1:])
+      out = _cached_attention(q, k_l, v_l, mask, d ** -0.5, dtype, keys_dmajor=True)
     else:
       ck, cv = kv
       start = (layer, 0, 0, cache_index, 0)
@@ -205,14 +257,18 @@ def _attention(q, k, v, mask, scale, dtype):
   return out.astype(dtype).transpose(0, 3, 1, 2, 4).reshape(b, t, n, d)
 
 
-def _cached_attention(q, k, v, mask, scale, dtype):
+def _cached_attention(q, k, v, mask, scale, dtype, keys_dmajor: bool = False):
   """q [B,T,N,D] over cache slots k/v [B,K,S,D] (the decode-friendly layout: every dot is a
-  batched matrix product over contiguous [S,D] blocks, no transposes of the cache)."""
+  batched matrix product over contiguous [S,D] blocks, no transposes of the cache).
+
+  `keys_dmajor`: k is stored [B,K,D,S] (the per-layer cache), the operand layout XLA's CPU
+  product wants for q . K^T -- given [B,K,S,D] it copied each layer's whole key cache into
+  [D,S] on every decode step (a fifth of a batch-8 step)."""
   b, t, n, d = q.shape
   kh = k.shape[1]
   q = q.reshape(b, t, kh, n // kh, d)
-  logits = jnp.einsum("btkgd,bksd->bkgts", q, k.astype(dtype),
-                      preferred_element_type=jnp.float32) * scale
+  spec = "btkgd,bkds->bkgts" if keys_dmajor else "btkgd,bksd->bkgts"
+  logits = jnp.einsum(spec, q, k.astype(dtype), preferred_element_type=jnp.float32) * scale
   logits = jnp.where(mask[:, :, None], logits, jnp.finfo(jnp.float32).min)
   probs = jax.nn.softmax(logits, axis=-1).astype(dtype)
   out = jnp.einsum("bkgts,bksd->btkgd", probs, v.astype(dtype),
@@ -223,6 +279,7 @@ def _cached_attention(q, k, v, mask, scale, dtype):
 class LlamaDecoderLayer(nn.Module):
   """Pre-norm attention + SwiGLU block. Scan-shaped: carry = (hidden, kv cache, layer index)."""
   config: LlamaConfig
+  transposed: bool = False  # kernels stored [out, in] (decoding twin)
 
   @nn.compact
   def __call__(self, carry, cos, sin, mask, cache_index):
@@ -231,21 +288,35 @@ class LlamaDecoderLayer(nn.Module):
     norm = dict(eps=cfg.rms_norm_eps, dtype=dtype_of(cfg.dtype),
                 param_dtype=dtype_of(cfg.param_dtype))
     h = RMSNorm(name="input_layernorm", **norm)(x)
-    h, kv = LlamaAttention(cfg, name="self_attn")(h, cos, sin, mask, kv, layer, cache_index)
+    h, kv = LlamaAttention(cfg, self.transposed, name="self_attn")(h, cos, sin, mask, kv, layer,
+                                                                  cache_index)
     x = x + h
     h = RMSNorm(name="post_attention_layernorm", **norm)(x)
-    x = x + LlamaMLP(cfg, name="mlp")(h)
+    x = x + LlamaMLP(cfg, self.transposed, name="mlp")(h)
     x = constrain(x, "activation_batch", "activation_length", "activation_embed")
     return (x, kv, layer + 1), None
 
 
-def init_cache(config: LlamaConfig, batch: int, max_len: int, dtype=None) -> Cache:
-  """An empty KV cache for `batch` rows and `max_len` slots (prompt + new tokens)."""
+def init_cache(config: LlamaConfig, batch: int, max_len: int, dtype=None,
+               per_layer: bool = False) -> Cache:
+  """An empty KV cache for `batch` rows and `max_len` slots (prompt + new tokens).
+
+  `per_layer`: k and v as tuples of per-layer buffers (for unrolled models, `scan_layers`
+  False), which decode without copying each layer's slice out of a stacked array; their keys
+  are stored [batch, kv_heads, head_dim, max_len] (see `_cached_attention`).
+  """
   dtype = dtype_of(dtype if dtype is not None else config.dtype)
-  shape = (config.num_layers, batch, config.num_kv_heads, max_len, config.resolved_head_dim)
+  shape = (batch, config.num_kv_heads, max_len, config.resolved_head_dim)
+  if per_layer:
+    k_shape = (batch, config.num_kv_heads, config.resolved_head_dim, max_len)
+    k = tuple(jnp.zeros(k_shape, dtype) for _ in range(config.num_layers))
+    v = tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers))
+  else:
+    k = jnp.zeros((config.num_layers,) + shape, dtype)
+    v = jnp.zeros((config.num_layers,) + shape, dtype)
   return {
-      "k": jnp.zeros(shape, dtype),
-      "v": jnp.zeros(shape, dtype),
+      "k": k,
+      "v": v,
       "mask": jnp.zeros((batch, max_len), jnp.bool_),
       "pos": jnp.zeros((batch,), jnp.int32),
       "index": jnp.zeros((), jnp.int32),
@@ -261,7 +332,12 @@ def cache_logical_axes() -> dict[str, tuple]:
 
 def reorder_cache(cache: Cache, rows) -> Cache:
   """Gather cache rows (beam search): row i of the result is row rows[i] of `cache`."""
-  return {"k": jnp.take(cache["k"], rows, axis=1), "v": jnp.take(cache["v"], rows, axis=1),
+  if isinstance(cache["k"], tuple):
+    k = tuple(jnp.take(a, rows, axis=0) for a in cache["k"])
+    v = tuple(jnp.take(a, rows, axis=0) for a in cache["v"])
+  else:
+    k, v = jnp.take(cache["k"], rows, axis=1), jnp.take(cache["v"], rows, axis=1)
+  return {"k": k, "v": v,
           "mask": jnp.take(cache["mask"], rows, axis=0), "pos": jnp.take(cache["pos"], rows, axis=0),
           "index": cache["index"]}
 
@@ -273,8 +349,13 @@ def repeat_cache(cache: Cache, n: int) -> Cache:
 
 
 class Llama(nn.Module):
-  """LlamaForCausalLM. See the module docstring for call forms, layout and the cache."""
+  """LlamaForCausalLM. See the module docstring for call forms, layout and the cache.
+
+  `decode_layout`: every projection kernel (and the LM head) stored [out, in], the layout of
+  the decoding twin that `for_decoding` builds; same outputs, faster few-row steps on CPU.
+  """
   config: LlamaConfig
+  decode_layout: bool = False
 
   def setup(self):
     cfg = self.config
@@ -287,13 +368,14 @@ class Llama(nn.Module):
       self.layers = nn.scan(
           layer_cls, variable_axes={"params": 0}, split_rngs={"params": True},
           in_axes=(nn.broadcast,) * 4, length=cfg.num_layers,
-          metadata_params={nn.PARTITION_NAME: "layers"})(cfg)
-    else:
-      self.layers = [layer_cls(cfg) for _ in range(cfg.num_layers)]  # named layers_{i}
+          metadata_params={nn.PARTITION_NAME: "layers"})(cfg, self.decode_layout)
+    else:  # named layers_{i}
+      self.layers = [layer_cls(cfg, self.decode_layout) for _ in range(cfg.num_layers)]
     self.norm = RMSNorm(eps=cfg.rms_norm_eps, dtype=dtype, param_dtype=pdtype)
     if not cfg.tie_word_embeddings:
       self.lm_head = Linear((cfg.hidden_size,), (cfg.vocab_size,), ("embed", "vocab"),
-                            dtype=dtype, param_dtype=pdtype, out_dtype=jnp.float32)
+                            dtype=dtype, param_dtype=pdtype, out_dtype=jnp.float32,
+                            transposed=self.decode_layout)
 
   def embed(self, input_ids):
     x = self.embed_tokens(input_ids.astype(jnp.int32))
@@ -347,6 +429,9 @@ class Llama(nn.Module):
                 <= cache_index + jnp.arange(t, dtype=jnp.int32)[:, None])
       mask = causal[None, None] & slots[:, None, None, :]
       kv = (cache["k"], cache["v"])
+      if isinstance(kv[0], tuple) and cfg.scan_layers:
+        raise ValueError("a per-layer KV cache needs an unrolled model (scan_layers=False; "
+                         "see for_decoding)")
 
     cos, sin = rope_cos_sin(positions, cfg.resolved_head_dim, cfg.rope_theta)
     if cfg.scan_layers:
@@ -417,19 +502,49 @@ def stack_layers(params, num_layers: int):
 
 
 def unrolled(model: "Llama") -> "Llama":
-  """The same model with per-layer modules (`layers_{i}`) and no remat."""
+  """The same model with per-layer modules (`layers_{i}`) and no remat (same kernel layout)."""
   import dataclasses
   cfg = model.config
   if not cfg.scan_layers and cfg.remat_policy == "none":
     return model
-  return Llama(dataclasses.replace(cfg, scan_layers=False, remat_policy="none"))
+  return Llama(dataclasses.replace(cfg, scan_layers=False, remat_policy="none"),
+               decode_layout=model.decode_layout)
+
+
+def decoding_model(model: "Llama") -> "Llama":
+  """The decoding twin of a model: unrolled, no remat, kernels in the decode layout."""
+  twin = unrolled(model)
+  return twin if twin.decode_layout else Llama(twin.config, decode_layout=True)
+
+
+# Projection kernels and how many of their leading axes are inputs.
+_KERNEL_INPUT_AXES = {"q_proj": 1, "k_proj": 1, "v_proj": 1, "o_proj": 2, "gate_proj": 1,
+                      "up_proj": 1, "down_proj": 1, "lm_head": 1}
+
+
+def to_decode_layout(params):
+  """Projection kernels [*in, *out] -> [*out, *in] (the decode layout); other leaves as they are."""
+  def move(path, leaf):
+    names = [str(getattr(k, "key", k)) for k in path]
+    n_in = _KERNEL_INPUT_AXES.get(names[-2]) if len(names) > 1 else None
+    if names[-1] != "kernel" or n_in is None:
+      return leaf
+    return jnp.transpose(leaf, tuple(range(n_in, leaf.ndim)) + tuple(range(n_in)))
+  return jax.tree_util.tree_map_with_path(move, params)
 
 
 def for_decoding(model: "Llama", params):
-  """The unrolled twin of a model and its params, for token-by-token decoding.
+  """The decoding twin of a model and its params: unrolled layers, kernels stored [out, in].
 
   A scanned model slices every layer's weights out of the stacked arrays inside the loop, which
   on CPU copies them each step (about 2.5x slower decoding); the unrolled model reads them in
-  place. Use inside jit (the unstacking is then one copy per call) or once outside.
+  place. The [out, in] kernels stream faster in few-row products (`_dot_transposed`). Call it
+  once outside jit and decode with the twin (a twin passes through unchanged); inside jit the
+  conversion is one copy of the weights per call.
   """
-  return unrolled(model), unstack_layers(params, model.config.num_layers)
+  if model.decode_layout and not model.config.scan_layers:
+    return model, params
+  params = unstack_layers(params, model.config.num_layers)
+  if not model.decode_layout:
+    params = to_decode_layout(params)
+  return decoding_model(model), params
