@@ -69,6 +69,10 @@ def test_matches_hf_layer_by_layer_and_whole(fields, scan):
   out = _apply(config)(params, x)
   assert out.shape == (2, config.seq_len, config.hidden_size)
   assert np.max(np.abs(np.asarray(out) - ref)) < TOL
+  # jax.nn.dot_product_attention in place of the einsums (what "auto" picks on GPUs, there
+  # with cuDNN): the same tower.
+  fused = _apply(dataclasses.replace(config, attention_impl="xla"))(params, x)
+  assert np.max(np.abs(np.asarray(fused) - ref)) < TOL
 
 
 def test_ln_vision_has_its_own_eps():

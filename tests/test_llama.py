@@ -172,9 +172,25 @@ def test_model_matches_hf(case):
   out = np.asarray(forward(model, params, jnp.asarray(ids), jnp.asarray(mask)))
   real = mask.astype(bool)
   close(out[real], ref[real])
+  # jax.nn.dot_product_attention in place of the einsums (causal flag without a mask, the
+  # padding mask with one): the same logits.
+  fused_model, _ = flax_of(hf, **ours, attention_impl="xla")
+  close(forward(fused_model, params, jnp.asarray(ids))[0], forward(model, params,
+                                                                     jnp.asarray(ids))[0])
+  close(np.asarray(forward(fused_model, params, jnp.asarray(ids), jnp.asarray(mask)))[real],
+        ref[real])
   if case == "mha_scan":  # left padding changes nothing for the real tokens of a row
     alone = forward(model, params, jnp.asarray(ids[:1, 4:]))
     close(out[0, 4:], alone[0], 1e-5)
+
+
+def test_attention_impl_names():
+  from hawk_jax.models.common import resolve_attention_impl
+  assert jax.default_backend() == "cpu"
+  assert resolve_attention_impl("auto", jnp.bfloat16, 128) == "einsum"  # CPU: the einsums
+  assert resolve_attention_impl("cudnn", jnp.float32, 88) == "cudnn"    # asked for: as asked
+  with pytest.raises(ValueError, match="unknown attention_impl 'flash'.*einsum"):
+    resolve_attention_impl("flash", jnp.float32, 64)
 
 
 def test_embeds_path_and_embed_method():

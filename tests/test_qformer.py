@@ -54,6 +54,8 @@ def test_matches_hf_layer_by_layer_and_whole(fields):
   out = _apply(config)(params, q, enc, mask)
   assert out.shape == q.shape
   assert np.max(np.abs(np.asarray(out) - ref)) < TOL
+  fused = _apply(dataclasses.replace(config, attention_impl="xla"))(params, q, enc, mask)
+  assert np.max(np.abs(np.asarray(fused) - ref)) < TOL  # padded keys masked there too
   # The mask matters: without it the second example attends to the padding too.
   unmasked = _apply(config)(params, q, enc, np.ones_like(mask))
   assert np.max(np.abs(np.asarray(unmasked[1]) - ref[1])) > 1e-3

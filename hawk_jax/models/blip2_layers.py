@@ -12,7 +12,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from hawk_jax.models.common import contract_spec, dtype_of, einsum_f32, param_with_axes
+from hawk_jax.models.common import (contract_spec, dtype_of, einsum_f32, fused_attention,
+                                    param_with_axes, resolve_attention_impl)
 
 # BERT and EVA both initialise their linear layers with a (truncated) normal of std 0.02.
 DEFAULT_KERNEL_INIT = nn.initializers.truncated_normal(0.02)
@@ -78,19 +79,28 @@ class LayerNorm(nn.Module):
     return y.astype(dtype_of(self.dtype))
 
 
-def attention(q, k, v, dtype, kv_mask=None, probs_dropout: Callable | None = None):
+def attention(q, k, v, dtype, kv_mask=None, probs_dropout: Callable | None = None,
+              impl: str = "einsum"):
   """Softmax attention, no causal mask. q [B, Lq, H, Dh], k/v [B, Lk, H, Dh] -> [B, Lq, H, Dh].
 
   `kv_mask` [B, Lk] (nonzero = attend) hides padded keys; `probs_dropout` is applied to the
   attention probabilities (BERT's attention dropout). Logits and softmax are float32.
   The products run head-major ([B, H, L, Dh] operands, batched over B and H): on CPU, the
   token-major einsum `bhqk,bkhd->bqhd` was 3x slower than transposing q, k, v first.
+  `impl` (models/common.py ATTENTION_IMPLS) may hand the whole thing to
+  jax.nn.dot_product_attention instead -- not with dropout on the probabilities, which it
+  cannot apply.
   """
   dtype = dtype_of(dtype)
   scale = q.shape[-1] ** -0.5
   if kv_mask is not None and kv_mask.shape != (k.shape[0], k.shape[1]):
     raise ValueError(f"attention mask has shape {kv_mask.shape}; the keys want "
                      f"{(k.shape[0], k.shape[1])} (batch, key length)")
+  impl = resolve_attention_impl(impl, dtype, q.shape[-1], q.shape[1], k.shape[1],
+                                masked=kv_mask is not None)
+  if impl != "einsum" and probs_dropout is None:
+    mask = None if kv_mask is None else kv_mask.astype(bool)[:, None, None, :]
+    return fused_attention(q.astype(dtype), k, v, impl=impl, scale=scale, mask=mask)
   q, k, v = (t.astype(dtype).transpose(0, 2, 1, 3) for t in (q, k, v))
   logits = einsum_f32("bhqd,bhkd->bhqk", q, k) * scale
   if kv_mask is not None:

@@ -33,6 +33,7 @@ class VisionConfig:
   param_dtype: str = "float32"
   scan_layers: bool = True
   remat_policy: str = "none"
+  attention_impl: str = "auto"  # einsum | xla | cudnn | auto (models/common.py)
 
   @property
   def num_patches(self) -> int:
@@ -61,6 +62,7 @@ class QFormerConfig:
   dropout: float = 0.0  # hidden and attention-probability dropout (BERT's 0.1 for trainable ones)
   dtype: str = "float32"
   param_dtype: str = "float32"
+  attention_impl: str = "auto"  # einsum | xla | cudnn | auto; training dropout forces einsum
 
   @classmethod
   def from_dict(cls, d):
@@ -86,6 +88,7 @@ class LlamaConfig:
   param_dtype: str = "float32"
   scan_layers: bool = True
   remat_policy: str = "none"
+  attention_impl: str = "auto"  # einsum | xla | cudnn | auto (models/common.py); training pass
 
   @property
   def resolved_head_dim(self) -> int:

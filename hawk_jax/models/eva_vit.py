@@ -48,7 +48,7 @@ class EvaAttention(nn.Module):
     q = constrain((qkv[:, :, 0] + q_bias.astype(jnp.float32)).astype(dtype), *names)
     k = constrain(qkv[:, :, 1].astype(dtype), *names)
     v = constrain((qkv[:, :, 2] + v_bias.astype(jnp.float32)).astype(dtype), *names)
-    out = attention(q, k, v, dtype)
+    out = attention(q, k, v, dtype, impl=cfg.attention_impl)
     out = constrain(out, *names)
     return Dense((cfg.hidden_size,), ("heads", "head_dim", "embed"), n_contract=2,
                  dtype=dtype, param_dtype=pdtype, name="proj")(out)

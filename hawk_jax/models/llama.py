@@ -57,7 +57,8 @@ from jax import lax
 import flax.linen as nn
 
 from hawk_jax.models.common import (constrain, contract_spec, dtype_of, einsum_f32,
-                                    maybe_remat, param_with_axes)
+                                    fused_attention, maybe_remat, param_with_axes,
+                                    resolve_attention_impl)
 from hawk_jax.models.configs import LlamaConfig
 
 Cache = dict[str, jax.Array]
@@ -212,7 +213,12 @@ class LlamaAttention(nn.Module):
     key = constrain(key, "activation_batch", "activation_length", "activation_kv_heads", None)
     val = constrain(val, "activation_batch", "activation_length", "activation_kv_heads", None)
 
-    if kv is None:
+    impl = resolve_attention_impl(cfg.attention_impl, dtype, d, q.shape[1], key.shape[1],
+                                  masked=mask is not None)
+    if kv is None and impl != "einsum":
+      out = fused_attention(q.astype(dtype), key, val, impl=impl, scale=d ** -0.5, mask=mask,
+                            is_causal=mask is None)
+    elif kv is None:
       out = _attention(q, key, val, mask, d ** -0.5, dtype)
     elif isinstance(kv[0], tuple):  # one buffer per layer (unrolled model, static `layer`)
       ck, cv = kv   # keys [B, K, D, S], values [B, K, S, D]

@@ -63,7 +63,7 @@ class BertAttention(nn.Module):
     if cfg.dropout > 0 and not deterministic:
       probs_dropout = nn.Dropout(cfg.dropout, deterministic=False, name="probs_dropout")
     out = attention(q, k, v, dtype, kv_mask=kv_mask if self.cross else None,
-                    probs_dropout=probs_dropout)
+                    probs_dropout=probs_dropout, impl=cfg.attention_impl)
     out = constrain(out, *_HEADS)
     out = Dense((cfg.hidden_size,), ("heads", "head_dim", "embed"), n_contract=2, dtype=dtype,
                 param_dtype=pdtype, name="out")(out)

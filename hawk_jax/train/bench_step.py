@@ -2,12 +2,13 @@
 
   python -m hawk_jax.train.bench_step --size small --batch 2 --frames 8 --text_len 64 \
       [--variant paper] [--dtype bfloat16|float32] [--mesh 1,1,1] [--steps 10] [--chip cpu] \
-      [--frame_tokens]
+      [--frame_tokens] [--attention auto|einsum|xla|cudnn]
 
 Random parameters and a random batch of the stage-2 shapes (the full loss: L_VL, L_ML, L_MV);
-the step is the one training uses (jit, shardings, donated state). FLOPs are XLA's count of an
-unrolled lowering of the same step (recomputation included), so achieved FLOP/s and MFU
-against the chip's peak are printed beside the wall-clock figures. --frame_tokens feeds the
+the step is the one training uses (jit, shardings, donated state). FLOPs are counted on the
+step's jaxpr (hawk_jax/flops.py: scan bodies times their length, recomputation included; equal
+to XLA's count of an unrolled lowering within 3%, and available on GPUs, where XLA's is not), so
+achieved FLOP/s and MFU against the chip's peak are printed beside the wall-clock figures. --frame_tokens feeds the
 frozen towers' output [B, T, Qi, Hq] in place of pixels (training from a tower cache,
 hawk_jax.train.cache_towers), so the step runs no ViT.
 """
@@ -22,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hawk_jax import flops as flops_lib
 from hawk_jax.hardware import chip as chip_spec
 from hawk_jax.models.configs import HawkConfig
 from hawk_jax.models.hawk import Hawk, split_params
@@ -119,9 +121,13 @@ def with_dtype(config: HawkConfig, dtype: str) -> HawkConfig:
 
 def run(size: str, variant: str, batch: int, frames: int, text_len: int, dtype: str,
         mesh_shape, steps: int, chip: str, remat: str | None = None,
-        frame_tokens: bool = False) -> dict:
+        frame_tokens: bool = False, attention: str | None = None) -> dict:
   from configs.common import model_for
   config = with_dtype(model_for(size, variant), dtype)
+  if attention:
+    config = dataclasses.replace(config, **{
+        tower: dataclasses.replace(getattr(config, tower), attention_impl=attention)
+        for tower in ("vision", "qformer", "video_qformer", "llm")})
   if remat:
     config = dataclasses.replace(
         config, vision=dataclasses.replace(config.vision, remat_policy=remat),
@@ -131,8 +137,13 @@ def run(size: str, variant: str, batch: int, frames: int, text_len: int, dtype: 
   batch_np = random_batch(config, batch, frames, text_len, frame_tokens=frame_tokens)
   t0 = time.perf_counter()
   jitted, state, frozen, b = build(config, mesh, batch_np, loss_cfg)
-  compiled = jitted.lower(state, frozen, b).compile()
+  with jax.set_mesh(mesh):
+    traced = jitted.trace(state, frozen, b)
+    compiled = traced.lower().compile()
   compile_s = time.perf_counter() - t0
+  # Counted on the jaxpr (scan bodies x their length, remat recomputation included): XLA's
+  # cost analysis returns nothing on GPUs and counts a scan body once.
+  flops = flops_lib.count_traced(traced).total
   state, m = compiled(state, frozen, b)  # warm-up
   jax.block_until_ready(m)
   t0 = time.perf_counter()
@@ -140,11 +151,11 @@ def run(size: str, variant: str, batch: int, frames: int, text_len: int, dtype: 
     state, m = compiled(state, frozen, b)
   jax.block_until_ready(m)
   dt = (time.perf_counter() - t0) / steps
-  flops = xla_flops(config, mesh, batch_np, loss_cfg)
   peak = (chip_spec(chip).peak_f32_flops if dtype == "float32" and chip_spec(chip).peak_f32_flops
           else chip_spec(chip).peak_bf16_flops) * mesh.size
   return {"size": size, "dtype": dtype, "batch": batch, "frames": frames,
           "input": "frame_tokens" if frame_tokens else "pixels",
+          "attention": attention or "auto",
           "tokens": batch_np["input_ids"].shape[1], "devices": mesh.size,
           "device": jax.devices()[0].device_kind, "step_s": dt, "samples_per_s": batch / dt,
           "compile_s": compile_s, "step_tflop": flops / 1e12,
@@ -166,10 +177,12 @@ def main():
   p.add_argument("--chip", default="cpu")
   p.add_argument("--frame_tokens", action="store_true",
                  help="cached frozen-tower output in place of pixels (no ViT in the step)")
+  p.add_argument("--attention", default=None, choices=["auto", "einsum", "xla", "cudnn"],
+                 help="attention_impl of every tower (default: the size's, 'auto')")
   a = p.parse_args()
   r = run(a.size, a.variant, a.batch, a.frames, a.text_len, a.dtype,
           tuple(int(x) for x in a.mesh.split(",")), a.steps, a.chip, a.remat,
-          frame_tokens=a.frame_tokens)
+          frame_tokens=a.frame_tokens, attention=a.attention)
   print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()))
 
 
