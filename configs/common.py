@@ -126,6 +126,11 @@ def base_config(stage: int, arg: str | None) -> ml_collections.ConfigDict:
   c.train.keep_checkpoints = 2 if tiny else 3
   c.train.eval_every = 0                # 0: only at the end
   c.train.eval_batches = 2
+  # How this workdir keeps the frozen towers (ViTs, image Q-Formers, LLM; ~18 GB at hawk7b):
+  # "copy" saves them in frozen/ (safe if init.from_stage is deleted later); "reference"
+  # writes frozen_ref.json naming the workdir they were loaded from unchanged (that workdir
+  # must then be kept). Without init.from_stage towers, "reference" saves a copy and warns.
+  c.train.frozen = "copy"
 
   c.generate = ml_collections.ConfigDict()
   c.generate.max_new_tokens = 48 if tiny else 256

@@ -2,7 +2,13 @@
 
 Layout of a workdir:
   config.json              the stage config the run used (ConfigDict as JSON)
-  frozen/                  the frozen parameters, written once (StandardSave)
+  frozen/                  the frozen parameters, written once (StandardSave), or instead
+  frozen_ref.json          {"workdir": "<absolute path>"}: this workdir's frozen parameters are
+                             those of that workdir (train.frozen="reference": a stage that
+                             loaded its towers unchanged from the previous stage does not
+                             copy ~18 GB at hawk7b). Readers go through `frozen_dir()`, which
+                             follows references (also chains of them); the referenced workdir
+                             must be kept.
   checkpoints/<step>/      CheckpointManager steps with items
                              trainable  (StandardSave) — trainable parameters
                              opt_state  (StandardSave) — optimizer state (trainable part only)
@@ -60,6 +66,78 @@ def load_params(directory, target) -> Any:
 
 def has_params(directory) -> bool:
   return _abs(directory).exists()
+
+
+FROZEN_REF = "frozen_ref.json"
+
+
+def frozen_dir(workdir) -> str:
+  """The folder holding `workdir`'s frozen parameters: its own `frozen/` if that exists, else
+  that of the workdir its `frozen_ref.json` names (followed through chains).
+
+  A workdir with neither gives its own `frozen/` path, so callers' `has_params` checks and
+  "missing" messages stay as they were. A reference that cannot be followed (the referenced
+  workdir was deleted or moved, a cycle, a malformed file) raises: falling back to random
+  towers, or to none, would be silently wrong.
+
+  Raises:
+    FileNotFoundError: a reference to a workdir without frozen parameters; names both paths.
+    ValueError: a cycle of references, or a `frozen_ref.json` without a "workdir" string.
+  """
+  wd = _abs(workdir)
+  chain = [wd]
+  while True:
+    own = wd / "frozen"
+    if own.exists():
+      return str(own)
+    ref = wd / FROZEN_REF
+    if not ref.exists():
+      if len(chain) == 1:
+        return str(own)
+      raise FileNotFoundError(
+          f"{chain[-2] / FROZEN_REF} refers to the frozen parameters of {wd}, but {wd} has "
+          f"neither frozen/ nor {FROZEN_REF} (deleted or moved?). Workdirs written with "
+          f'train.frozen="reference" need the workdir they refer to; restore it, or point '
+          f"{chain[-2] / FROZEN_REF} at a workdir holding the same frozen parameters")
+    try:
+      target = json.loads(ref.read_text())["workdir"]
+      if not isinstance(target, str) or not target:
+        raise TypeError
+    except (ValueError, KeyError, TypeError):
+      raise ValueError(f'{ref}: expected {{"workdir": "<path>"}}') from None
+    # Written absolute; a hand-written relative path is taken from the referring workdir.
+    if not (target.startswith("gs://") or os.path.isabs(target)):
+      target = str(wd / target)
+    wd = _abs(target)
+    if wd in chain:
+      raise ValueError(f"{FROZEN_REF} references form a cycle: "
+                       + " -> ".join(str(p) for p in chain + [wd]))
+    chain.append(wd)
+
+
+def write_frozen_ref(workdir, source_workdir) -> str:
+  """Make `workdir`'s frozen parameters those of `source_workdir` by writing
+  `workdir/frozen_ref.json` instead of a copy. Returns the referenced workdir.
+
+  The reference names the workdir that actually holds `frozen/` (a chain is flattened), so
+  an intermediate stage that only referred to it may be deleted later.
+  """
+  wd = _abs(workdir)
+  if (wd / "frozen").exists():
+    raise FileExistsError(f"{wd / 'frozen'} exists; a workdir holds frozen/ or {FROZEN_REF}, "
+                          "never both")
+  src = frozen_dir(source_workdir)
+  if not has_params(src):
+    raise FileNotFoundError(f"{src}: no frozen parameters for {wd / FROZEN_REF} to refer to")
+  holder = _abs(src).parent
+  if holder == wd:
+    raise ValueError(f"{wd / FROZEN_REF} cannot refer to {wd} itself")
+  wd.mkdir(parents=True, exist_ok=True)
+  # Written whole then renamed, so a reader never sees half a file.
+  tmp = wd / (FROZEN_REF + ".tmp")
+  tmp.write_text(json.dumps({"workdir": str(holder)}, indent=2) + "\n")
+  tmp.rename(wd / FROZEN_REF)
+  return str(holder)
 
 
 class TrainCheckpoints:

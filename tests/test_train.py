@@ -111,8 +111,9 @@ def test_stage2_starts_from_stage1_trainable_and_frozen(data, tmp_path):
   cfg2 = _cfg("stage2_finetune.py", data["hawk"], **{"train.num_steps": 2,
                                                       "init.from_stage": s1})
   config = hawk_model_config(cfg2)
-  params, _, sources = initialize(Hawk(config), cfg2, make_mesh((1, 1, 1)),
-                                  rules_as_list(cfg2.logical_axis_rules))
+  params, _, sources, frozen_from = initialize(Hawk(config), cfg2, make_mesh((1, 1, 1)),
+                                               rules_as_list(cfg2.logical_axis_rules))
+  assert frozen_from == s1
   trainable, frozen = split_params(params, config)
   want, _ = _final_trainable(s1)
   for x, y in zip(jax.tree.leaves(trainable), jax.tree.leaves(want)):

@@ -240,8 +240,9 @@ def from_torch(out: str, size: str, variant: str, stage: int = 2, hawk: str | No
 
   if stage not in STAGE_CONFIGS:
     raise ValueError(f"--stage {stage}: known stages {sorted(STAGE_CONFIGS)}")
-  if checkpoint.has_params(os.path.join(out, "frozen")) or os.path.exists(
-      os.path.join(out, "checkpoints")):
+  if (checkpoint.has_params(os.path.join(out, "frozen"))
+      or os.path.exists(os.path.join(out, checkpoint.FROZEN_REF))
+      or os.path.exists(os.path.join(out, "checkpoints"))):
     raise FileExistsError(f"{out} already holds a workdir; choose a new --out")
   cfg = importlib.import_module(STAGE_CONFIGS[stage]).get_config(
       f"size={size},variant={variant}")

@@ -310,7 +310,8 @@ def hawk_to_torch(params, config: HawkConfig) -> tuple[dict[str, np.ndarray],
 
 def load_workdir_params(workdir, include_frozen: bool = True, step: int | None = None):
   """A hawk-jax workdir -> (HawkConfig, params) in the dtypes it was saved with: config.json,
-  frozen/ and the trainable parameters of the latest (or given) `checkpoints/<step>`.
+  frozen/ (or the towers its frozen_ref.json refers to) and the trainable parameters of the
+  latest (or given) `checkpoints/<step>`.
 
   The full load is hawk_jax.infer.load.load_workdir's (which names what is missing or
   mismatched). With include_frozen=False only the trainable tree is read, plus
@@ -328,7 +329,7 @@ def load_workdir_params(workdir, include_frozen: bool = True, step: int | None =
                                               step=step)
   if _has(frozen_abs, ("motion", "query_tokens")):
     target = {"motion": {"query_tokens": frozen_abs["motion"]["query_tokens"]}}
-    frozen_dir = os.path.join(os.fspath(workdir), "frozen")
+    frozen_dir = checkpoint.frozen_dir(os.fspath(workdir))  # follows frozen_ref.json
     return config, merge_params(trainable, _restore_part(frozen_dir,
                                                          checkpoint.abstract_like(target)))
   return config, trainable

@@ -139,7 +139,7 @@ def load_workdir(workdir: str, step: int | None = None, *,
   """(cfg, model, params) of a trained workdir; params on the default device.
 
   Args:
-    workdir: a stage's workdir (config.json, frozen/, checkpoints/).
+    workdir: a stage's workdir (config.json, frozen/ or frozen_ref.json, checkpoints/).
     step: the checkpoint step to load; None takes the latest finished one.
     dtype: "auto" (float32 on CPU, the config's dtypes elsewhere), "config", "float32" or
       "bfloat16". The returned model's config carries the dtypes actually used.
@@ -159,7 +159,10 @@ def load_workdir(workdir: str, step: int | None = None, *,
     raise WorkdirError(f"{workdir}/config.json has no 'model' section; not a hawk-jax stage "
                        "config")
   config = hawk_model_config(cfg)
-  frozen_dir = os.path.join(workdir, "frozen")
+  try:
+    frozen_dir = checkpoint.frozen_dir(workdir)  # frozen/, or where frozen_ref.json points
+  except (FileNotFoundError, ValueError) as e:
+    raise WorkdirError(str(e)) from None
   if not checkpoint.has_params(frozen_dir):
     raise WorkdirError(f"{frozen_dir}: missing — the frozen towers are written when training "
                        "starts; was the run started?")

@@ -4,9 +4,10 @@
       [--split train,test] [--num_frames 32] [--batch_size 8] [--dtype float16]
 
 then train with `--config.data.frame_tokens_dir=DIR` (same num_frames; augmentation is then
-off). WORKDIR is any workdir holding the frozen towers in `frozen/` (a converted-towers
-workdir from `python -m hawk_jax.convert from-torch`, or any stage's); only its two ViTs,
-`ln_vision`s, image Q-Formers and image-query tokens are read, not the LLM.
+off). WORKDIR is any workdir holding the frozen towers in `frozen/` or referring to them with
+`frozen_ref.json` (a converted-towers workdir from `python -m hawk_jax.convert from-torch`,
+or any stage's); only its two ViTs, `ln_vision`s, image Q-Formers and image-query tokens
+are read, not the LLM.
 
 Every record of each split is decoded, its `num_frames` frames picked and resized to the
 model's image size without augmentation (exactly the loader's evaluation view,
@@ -82,8 +83,9 @@ def _restore_subtree(directory: str, target: dict) -> dict:
 
 def read_towers(workdir: str, groups: Sequence[str] = TOWER_GROUPS,
                 compute_dtype: str = "config") -> tuple[Any, HawkConfig, dict]:
-  """(stage config, model config, {branch: {group: array}}) read from WORKDIR/frozen: only
-  the named groups of both branches, on the first local device."""
+  """(stage config, model config, {branch: {group: array}}) read from WORKDIR's frozen towers
+  (its frozen/, or those its frozen_ref.json refers to): only the named groups of both
+  branches, on the first local device."""
   if compute_dtype not in COMPUTE_DTYPES:
     raise ValueError(f"compute dtype {compute_dtype!r}: expected one of {COMPUTE_DTYPES}")
   workdir = os.path.abspath(os.fspath(workdir))
@@ -97,7 +99,7 @@ def read_towers(workdir: str, groups: Sequence[str] = TOWER_GROUPS,
         f"towers' output changes during training and cannot be cached (and the token is not "
         f"among its frozen/ parameters). Cache towers whose config has "
         f"model.trainable_query_tokens_motion=False, and train with that setting.")
-  frozen_dir = os.path.join(workdir, "frozen")
+  frozen_dir = checkpoint.frozen_dir(workdir)  # frozen/, or where frozen_ref.json points
   if not checkpoint.has_params(frozen_dir):
     raise FileNotFoundError(f"{frozen_dir}: missing; WORKDIR must hold the frozen towers (a "
                             f"converted-towers workdir, or a stage's)")
@@ -269,7 +271,8 @@ def _clear(out: str) -> None:
 def make_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog="python -m hawk_jax.train.cache_towers", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--towers", required=True, help="workdir holding frozen/ and config.json")
+  p.add_argument("--towers", required=True,
+                 help="workdir holding frozen/ (or frozen_ref.json) and config.json")
   p.add_argument("--data_dir", required=True, help="pre-extracted dataset (data_pipelines.extract)")
   p.add_argument("--out", required=True, help="cache folder (config.data.frame_tokens_dir)")
   p.add_argument("--split", default="", help="comma-separated splits (default: all)")

@@ -11,6 +11,7 @@ the mesh with the target shardings, so a 7B tower never passes through one host'
 from __future__ import annotations
 
 import logging
+import os
 
 import flax.linen as nn
 import jax
@@ -55,10 +56,14 @@ def random_init(model: Hawk, seed: int, shardings):
   return jax.jit(init, out_shardings=shardings)(jax.random.key(seed))
 
 
-def initialize(model: Hawk, cfg, mesh, rules) -> tuple[dict, dict, dict[str, str]]:
-  """Returns (params, shardings, sources): params on the mesh; sources maps each top group
-  (e.g. "appearance/vit") to where it came from."""
+def initialize(model: Hawk, cfg, mesh, rules
+               ) -> tuple[dict, dict, dict[str, str], str | None]:
+  """Returns (params, shardings, sources, frozen_from): params on the mesh; sources maps each
+  top group (e.g. "appearance/vit") to where it came from; frozen_from is the workdir
+  (`init.from_stage`) whose frozen towers all frozen groups were loaded from unchanged, or None
+  (then a workdir must save its own copy of them, it cannot refer to another's)."""
   config = model.config
+  frozen_from = None
   abstract, shardings = param_shardings(model, mesh, rules)
   params = random_init(model, cfg.seed, shardings)
   sources: dict[str, str] = {}
@@ -71,14 +76,20 @@ def initialize(model: Hawk, cfg, mesh, rules) -> tuple[dict, dict, dict[str, str
   if prev:
     # Frozen towers: exactly those the previous stage trained with, or those that
     # `python -m hawk_jax.convert from-torch` converted from pretrained files.
-    if checkpoint.has_params(f"{prev}/frozen"):
+    # `prev` may hold only a reference to another workdir's towers (train.frozen="reference");
+    # a dangling reference raises rather than leaving the towers random.
+    prev_frozen = checkpoint.frozen_dir(prev)
+    if checkpoint.has_params(prev_frozen):
       _, frozen_shard = split_params(shardings, config)
       _, frozen_abs = split_params(abstract, config)
-      frozen = checkpoint.load_params(f"{prev}/frozen",
+      frozen = checkpoint.load_params(prev_frozen,
                                       checkpoint.abstract_like(frozen_abs, frozen_shard))
       params = _merge_over(params, frozen)
+      base = prev if prev.startswith("gs://") else os.path.abspath(prev)
+      where = "" if prev_frozen == f"{base.rstrip('/')}/frozen" else f" (in {prev_frozen})"
       for k in _groups(frozen):
-        sources[k] = f"frozen towers of {prev}"
+        sources[k] = f"frozen towers of {prev}{where}"
+      frozen_from = prev
     else:
       log.warning("%s has no frozen/ parameters: the frozen towers stay randomly initialised",
                   prev)
@@ -92,7 +103,7 @@ def initialize(model: Hawk, cfg, mesh, rules) -> tuple[dict, dict, dict[str, str
       params = _merge_over(params, trainable)
       for k in _groups(trainable):
         sources[k] = f"stage checkpoint {prev} step {step}"
-  return params, shardings, sources
+  return params, shardings, sources, frozen_from
 
 
 def _groups(tree) -> list[str]:

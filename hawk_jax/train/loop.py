@@ -31,6 +31,9 @@ from hawk_jax.train.step import batch_keys, make_eval_step, make_train_step
 
 log = logging.getLogger("hawk_jax.train")
 
+# train.frozen: how a workdir keeps its frozen towers (configs/common.py).
+FROZEN_MODES = ("copy", "reference")
+
 
 @dataclasses.dataclass
 class StageResult:
@@ -59,6 +62,9 @@ def train_stage(cfg: ml_collections.ConfigDict, workdir: str, *, stop_after: int
                 progress: bool = True) -> StageResult:
   """Train one stage into `workdir`. `stop_after` ends early after that many steps of this
   invocation (tests use it to simulate an interruption)."""
+  frozen_mode = cfg.train.get("frozen", "copy")  # config.json of older runs lacks it
+  if frozen_mode not in FROZEN_MODES:
+    raise ValueError(f"train.frozen={frozen_mode!r}: expected one of {FROZEN_MODES}")
   os.makedirs(workdir, exist_ok=True)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
   if jax.process_count() > 1:
@@ -75,14 +81,17 @@ def train_stage(cfg: ml_collections.ConfigDict, workdir: str, *, stop_after: int
   log.info("mesh %s", dict(mesh.shape))
 
   with jax.set_mesh(mesh):
-    params, shardings, sources = initialize(model, cfg, mesh, rules)
+    params, shardings, sources, frozen_from = initialize(model, cfg, mesh, rules)
   for group, origin in sorted(sources.items()):
     log.info("params %-40s <- %s", group, origin)
   trainable, frozen = split_params(params, config)
   train_shard, frozen_shard = split_params(shardings, config)
   log.info("parameters: trainable %s, frozen %s", f"{count(trainable):,}", f"{count(frozen):,}")
-  if not checkpoint.has_params(os.path.join(workdir, "frozen")) and jax.process_index() == 0:
-    checkpoint.save_params(os.path.join(workdir, "frozen"), frozen)
+  # Through the resolver: a resumed "reference" run has frozen_ref.json, not frozen/ (and a
+  # dangling one raises here instead of being papered over with a fresh copy).
+  if (not checkpoint.has_params(checkpoint.frozen_dir(workdir))
+      and jax.process_index() == 0):
+    _store_frozen(workdir, frozen, frozen_mode, frozen_from)
 
   tx, schedule = make_optimizer(cfg.optim, cfg.train.num_steps)
   state_shard = train_state_shardings(tx, trainable, train_shard, mesh)
@@ -171,6 +180,21 @@ def train_stage(cfg: ml_collections.ConfigDict, workdir: str, *, stop_after: int
   with open(os.path.join(workdir, "result.json"), "w") as f:
     json.dump(dataclasses.asdict(result), f, indent=2)
   return result
+
+
+def _store_frozen(workdir: str, frozen, mode: str, frozen_from: str | None) -> None:
+  """Save the frozen towers into workdir/frozen/, or (mode "reference", towers loaded
+  unchanged from `frozen_from`) write workdir/frozen_ref.json pointing at them. Never both."""
+  if mode == "reference":
+    if frozen_from is not None:
+      holder = checkpoint.write_frozen_ref(workdir, frozen_from)
+      log.info("frozen towers: %s refers to those of %s (train.frozen=reference; keep that "
+               "workdir)", os.path.join(workdir, checkpoint.FROZEN_REF), holder)
+      return
+    log.warning("train.frozen=reference, but the frozen towers were not all loaded from a "
+                "previous workdir (init.from_stage empty, or it has no frozen towers): saving "
+                "a copy in %s", os.path.join(workdir, "frozen"))
+  checkpoint.save_params(os.path.join(workdir, "frozen"), frozen)
 
 
 def _finished(workdir: str, num_steps: int) -> StageResult | None:

@@ -101,7 +101,7 @@ def train_llm(cfg, data_dirs, workdir, steps: int, batch_size: int, lr: float) -
   ids, labels = pack(seqs, length)
   mesh = make_mesh((1, 1, 1))
   with jax.set_mesh(mesh):
-    params, _, _ = initialize(Hawk(config), cfg, mesh, rules_as_list(cfg.logical_axis_rules))
+    params = initialize(Hawk(config), cfg, mesh, rules_as_list(cfg.logical_axis_rules))[0]
   llm = Llama(config.llm)
   tx = optax.adamw(optax.warmup_cosine_decay_schedule(lr / 10, lr, steps // 10, steps, lr / 10),
                    weight_decay=0.01)
