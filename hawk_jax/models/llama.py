@@ -30,10 +30,9 @@ KV cache (see `init_cache`): a dict of fixed-shape arrays, so one compiled step 
 token of a decode loop:
   k, v   [layers, batch, kv_heads, max_len, head_dim]   keys (after RoPE) and values; or,
          for an unrolled model (`init_cache(..., per_layer=True)`), a tuple of one array per
-         layer, values [batch, kv_heads, max_len, head_dim] and keys [batch, kv_heads,
-         head_dim, max_len]: each layer updates and reads its own buffers in place (slicing a
-         layer out of the stacked cache, or a [S, D] key block into [D, S], copied it on
-         every step on CPU)
+         layer, [batch * kv_heads, max_len, head_dim] each: each layer updates and reads its
+         own buffers in place (slicing a layer out of the stacked cache, or reshaping a
+         [batch, kv_heads, ...] buffer for the products, copied it on every step on CPU)
   mask   [batch, max_len] bool   which slots hold a real (non-pad) token
   pos    [batch] int32           real tokens seen so far per row = RoPE position of the next one
   index  [] int32                next slot to write (slots fill left to right, same for all rows)
@@ -221,13 +220,11 @@ class LlamaAttention(nn.Module):
     elif kv is None:
       out = _attention(q, key, val, mask, d ** -0.5, dtype)
     elif isinstance(kv[0], tuple):  # one buffer per layer (unrolled model, static `layer`)
-      ck, cv = kv   # keys [B, K, D, S], values [B, K, S, D]
-      k_l = lax.dynamic_update_slice(ck[layer], key.transpose(0, 2, 3, 1).astype(ck[layer].dtype),
-                                     (0, 0, 0, cache_index))
-      v_l = lax.dynamic_update_slice(cv[layer], val.transpose(0, 2, 1, 3).astype(cv[layer].dtype),
-                                     (0, 0, cache_index, 0))
+      ck, cv = kv   # one [B*K, S, D] buffer per layer and for keys and values
+      k_l = _write_slots(ck[layer], key, cache_index)
+      v_l = _write_slots(cv[layer], val, cache_index)
       kv = (ck[:layer] + (k_l,) + ck[layer + 1:], cv[:layer] + (v_l,) + cv[layer + 1:])
-      out = _cached_attention(q, k_l, v_l, mask, d ** -0.5, dtype, keys_dmajor=True)
+      out = _per_layer_attention(q, k_l, v_l, mask, d ** -0.5, dtype)
     else:
       ck, cv = kv
       start = (layer, 0, 0, cache_index, 0)
@@ -263,18 +260,45 @@ def _attention(q, k, v, mask, scale, dtype):
   return out.astype(dtype).transpose(0, 3, 1, 2, 4).reshape(b, t, n, d)
 
 
-def _cached_attention(q, k, v, mask, scale, dtype, keys_dmajor: bool = False):
-  """q [B,T,N,D] over cache slots k/v [B,K,S,D] (the decode-friendly layout: every dot is a
-  batched matrix product over contiguous [S,D] blocks, no transposes of the cache).
+def _write_slots(buf, new, cache_index):
+  """Write new [B,T,K,D] into a per-layer buffer [B*K, S, D] at slots
+  [cache_index, cache_index + T)."""
+  b, t, k, d = new.shape
+  return lax.dynamic_update_slice(
+      buf, new.transpose(0, 2, 1, 3).reshape(b * k, t, d).astype(buf.dtype), (0, cache_index, 0))
 
-  `keys_dmajor`: k is stored [B,K,D,S] (the per-layer cache), the operand layout XLA's CPU
-  product wants for q . K^T -- given [B,K,S,D] it copied each layer's whole key cache into
-  [D,S] on every decode step (a fifth of a batch-8 step)."""
+
+def _per_layer_attention(q, k, v, mask, scale, dtype):
+  """q [B,T,N,D] over a per-layer cache (k, v [B*K, S, D]).
+
+  Batch and kv-head share the products' one batch dimension, so each cache buffer is a dot
+  operand as it is. With [B, K, S, D] buffers XLA reshaped (batch 1) or transposed (batch 8)
+  the freshly updated cache for the products, computing the in-place update twice or copying
+  every layer's cache on every decode step."""
+  b, t, n, d = q.shape
+  bk = k.shape[0]
+  kh = bk // b
+  g = n // kh
+  s = mask.shape[-1]
+  qr = q.astype(dtype).reshape(b, t, kh, g, d).transpose(0, 2, 3, 1, 4).reshape(bk, g * t, d)
+  logits = jnp.einsum("nqd,nsd->nqs", qr, k.astype(dtype),
+                      preferred_element_type=jnp.float32) * scale
+  keep = jnp.broadcast_to(mask[:, :, None], (b, kh, g, t, s)).reshape(bk, g * t, s)
+  logits = jnp.where(keep, logits, jnp.finfo(jnp.float32).min)
+  probs = jax.nn.softmax(logits, axis=-1).astype(dtype)
+  out = jnp.einsum("nqs,nsd->nqd", probs, v.astype(dtype), preferred_element_type=jnp.float32)
+  out = out.astype(dtype).reshape(b, kh, g, t, d).transpose(0, 3, 1, 2, 4)
+  return out.reshape(b, t, n, d)
+
+
+def _cached_attention(q, k, v, mask, scale, dtype):
+  """q [B,T,N,D] over cache slots k/v [B,K,S,D] (the stacked cache's layout: every dot is a
+  batched matrix product over contiguous [S,D] blocks, no transposes of the cache)."""
   b, t, n, d = q.shape
   kh = k.shape[1]
   q = q.reshape(b, t, kh, n // kh, d)
-  spec = "btkgd,bkds->bkgts" if keys_dmajor else "btkgd,bksd->bkgts"
-  logits = jnp.einsum(spec, q, k.astype(dtype), preferred_element_type=jnp.float32) * scale
+  logits = jnp.einsum("btkgd,bksd->bkgts", q, k.astype(dtype),
+                      preferred_element_type=jnp.float32) * scale
   logits = jnp.where(mask[:, :, None], logits, jnp.finfo(jnp.float32).min)
   probs = jax.nn.softmax(logits, axis=-1).astype(dtype)
   out = jnp.einsum("bkgts,bksd->btkgd", probs, v.astype(dtype),
@@ -308,15 +332,15 @@ def init_cache(config: LlamaConfig, batch: int, max_len: int, dtype=None,
   """An empty KV cache for `batch` rows and `max_len` slots (prompt + new tokens).
 
   `per_layer`: k and v as tuples of per-layer buffers (for unrolled models, `scan_layers`
-  False), which decode without copying each layer's slice out of a stacked array; their keys
-  are stored [batch, kv_heads, head_dim, max_len] (see `_cached_attention`).
+  False), which decode without copying each layer's slice out of a stacked array; each is
+  [batch * kv_heads, max_len, head_dim] (see `_per_layer_attention`).
   """
   dtype = dtype_of(dtype if dtype is not None else config.dtype)
   shape = (batch, config.num_kv_heads, max_len, config.resolved_head_dim)
   if per_layer:
-    k_shape = (batch, config.num_kv_heads, config.resolved_head_dim, max_len)
-    k = tuple(jnp.zeros(k_shape, dtype) for _ in range(config.num_layers))
-    v = tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers))
+    per = (batch * config.num_kv_heads, max_len, config.resolved_head_dim)
+    k = tuple(jnp.zeros(per, dtype) for _ in range(config.num_layers))
+    v = tuple(jnp.zeros(per, dtype) for _ in range(config.num_layers))
   else:
     k = jnp.zeros((config.num_layers,) + shape, dtype)
     v = jnp.zeros((config.num_layers,) + shape, dtype)
@@ -338,9 +362,12 @@ def cache_logical_axes() -> dict[str, tuple]:
 
 def reorder_cache(cache: Cache, rows) -> Cache:
   """Gather cache rows (beam search): row i of the result is row rows[i] of `cache`."""
-  if isinstance(cache["k"], tuple):
-    k = tuple(jnp.take(a, rows, axis=0) for a in cache["k"])
-    v = tuple(jnp.take(a, rows, axis=0) for a in cache["v"])
+  if isinstance(cache["k"], tuple):  # per-layer buffers [B*K, ., .]: gather whole rows
+    def take_rows(a):
+      b = cache["pos"].shape[0]
+      return jnp.take(a.reshape(b, -1, *a.shape[1:]), rows, axis=0).reshape(-1, *a.shape[1:])
+    k = tuple(take_rows(a) for a in cache["k"])
+    v = tuple(take_rows(a) for a in cache["v"])
   else:
     k, v = jnp.take(cache["k"], rows, axis=1), jnp.take(cache["v"], rows, axis=1)
   return {"k": k, "v": v,
