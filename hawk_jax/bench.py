@@ -14,7 +14,8 @@ ceilings a figure is rated against are timed in the same turns.
   (JAX: bf16 compute, f32 accumulation, frozen towers stored in bf16; PyTorch:
   `torch.autocast("cpu", torch.bfloat16)`, frozen towers stored in bf16, its faster option).
   FLOPs per step are counted once (XLA's cost analysis of an unrolled lowering of the JAX
-  step) and rate both sides against the matmul peak of that precision;
+  step, less the LM-head chunks the step skips at run time, which a conditional's count
+  includes) and rate both sides against the matmul peak of that precision;
 - generate: greedy tokens/s of the size's LLaMA (random weights, float32), JAX
   (`hawk_jax.generate` through the `for_decoding` twin) against `transformers` `generate`, at
   batch 1 and 8, beside the weight-streaming limit (batch x read bandwidth / bytes of weights
@@ -228,7 +229,10 @@ def train_case(size: str, dtype: str, repeats: int, calls: int, variant: str = "
   params = jax.device_get(merge_params(state["trainable"], frozen))
   compiled = jitted.lower(state, frozen, batch).compile()
   compile_s = time.perf_counter() - t0
-  flops = bench_step.xla_flops(config, mesh, batch_np, LOSS_CFG)
+  counted = bench_step.xla_flops(config, mesh, batch_np, LOSS_CFG)
+  # A conditional is counted at its costlier branch: every LM-head chunk counts, also the ones
+  # the step skips at run time (no supervised target). Rate both sides by what JAX executes.
+  flops = counted - skipped_lm_head_flops(config, batch_np)
 
   model = from_params(params, config)
   del params
@@ -255,6 +259,7 @@ def train_case(size: str, dtype: str, repeats: int, calls: int, variant: str = "
   b = shapes.batch
   return {"size": size, "dtype": dtype, "batch": b, "frames": shapes.frames,
           "tokens": int(batch_np["input_ids"].shape[1]), "step_flops": flops,
+          "step_flops_counted": counted,
           "jax_step_s": t["jax"], "torch_step_s": t["torch"],
           "jax_samples_per_s": b / t["jax"], "torch_samples_per_s": b / t["torch"],
           "speedup": t["torch"] / t["jax"], "jax_flops_per_s": flops / t["jax"],
@@ -262,6 +267,22 @@ def train_case(size: str, dtype: str, repeats: int, calls: int, variant: str = "
           "jax_compile_s": compile_s,
           "first_loss_jax": first[0], "first_loss_torch": first[1],
           "torch_threads": torch.get_num_threads(), "load": load_average()}
+
+
+def skipped_lm_head_flops(config, batch_np, chunk: int = 32) -> float:
+  """FLOPs of the LM-head chunks that `losses.lm_loss_chunked` skips on this batch (chunks of
+  `chunk` shifted targets with no supervised one): the head's product forward and its
+  input-gradient product backward (the head is frozen: no weight gradient)."""
+  from hawk_jax.losses import IGNORE
+  per_chunk = 2 * 2 * batch_np["labels"].shape[0] * chunk * config.llm.hidden_size * (
+      config.llm.vocab_size)
+  skipped = 0
+  for key in ("labels", "ml_labels"):
+    targets = batch_np[key][:, 1:]
+    n = targets.shape[1]
+    for start in range(0, n, chunk):
+      skipped += not np.any(targets[:, start:start + chunk] != IGNORE)
+  return float(skipped * per_chunk)
 
 
 # ----------------------------------------------------------------------------- generate

@@ -37,3 +37,29 @@ def test_decode_weight_bytes_leave_out_the_embedding_table():
             "layers_0": {"mlp": {"kernel": np.zeros((4, 6), np.float32)}},
             "lm_head": {"kernel": np.zeros((4, 10), np.float32)}}
   assert bench.decode_weight_bytes(params) == (4 * 6 + 4 * 10) * 4
+
+
+def test_skipped_lm_head_flops_are_the_chunks_without_targets():
+  """The bench rates both sides by the FLOPs JAX executes: the counted step minus the LM-head
+  chunks `lm_loss_chunked` skips. Here: 3 of the prompt pass's 4 chunks and 1 of the
+  motion-language pass's 2 have no target; each skipped chunk is a [B, 32, E] x [E, V] product
+  and the backward product for its input, counted by hawk_jax.flops on jax.vjp."""
+  import jax
+  import jax.numpy as jnp
+  from configs.common import model_for
+  from hawk_jax import flops as flops_lib
+  from hawk_jax.train import bench_step
+  config = model_for("small", "paper")
+  batch_np = bench_step.random_batch(config, 2, 8, 64)
+  e, v = config.llm.hidden_size, config.llm.vocab_size
+
+  def head_fwd_bwd(h, w):
+    out, vjp = jax.vjp(lambda x: x @ w, h)
+    return vjp(out)
+
+  chunk = flops_lib.count_traced(jax.jit(head_fwd_bwd).trace(
+      jax.ShapeDtypeStruct((2, 32, e), jnp.float32), jax.ShapeDtypeStruct((e, v), jnp.float32)))
+  assert bench.skipped_lm_head_flops(config, batch_np) == 4 * chunk.matmul
+  # Every target supervised: nothing skipped.
+  full = dict(batch_np, labels=batch_np["input_ids"], ml_labels=batch_np["ml_input_ids"])
+  assert bench.skipped_lm_head_flops(config, full) == 0
