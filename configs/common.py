@@ -126,6 +126,9 @@ def base_config(stage: int, arg: str | None) -> ml_collections.ConfigDict:
   c.train.keep_checkpoints = 2 if tiny else 3
   c.train.eval_every = 0                # 0: only at the end
   c.train.eval_batches = 2
+  # Peak FLOP/s the logged MFU is rated against (hawk_jax/hardware.py: cpu, v4, v5e, v5p, v6e,
+  # h100, h200), times the number of devices.
+  c.train.chip = "cpu"
   # How this workdir keeps the frozen towers (ViTs, image Q-Formers, LLM; ~18 GB at hawk7b):
   # "copy" saves them in frozen/ (safe if init.from_stage is deleted later); "reference"
   # writes frozen_ref.json naming the workdir they were loaded from unchanged (that workdir
