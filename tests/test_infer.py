@@ -166,19 +166,20 @@ def encoded(engine, videos):
   return vids, visual
 
 
-def _reference_greedy(engine, emb, n):
-  """Greedy tokens by full forward passes over the growing sequence (no KV cache)."""
+def _reference_greedy(engine, llm_params, emb, n):
+  """Greedy tokens by full forward passes over the growing sequence (no KV cache), with the
+  LLM as the workdir holds it (the engine decodes through its converted twin)."""
   llm = Llama(engine.config.llm)
   length = emb.shape[1]
   buf = jnp.zeros((1, length + n, emb.shape[2]), emb.dtype).at[:, :length].set(emb)
 
   @jax.jit
   def logits_of(buf):  # causal: the unfilled tail does not reach earlier positions
-    return llm.apply({"params": engine.llm_params}, inputs_embeds=buf)
+    return llm.apply({"params": llm_params}, inputs_embeds=buf)
 
   @jax.jit
   def embed(ids):
-    return llm.apply({"params": engine.llm_params}, ids, method=Llama.embed)
+    return llm.apply({"params": llm_params}, ids, method=Llama.embed)
 
   out = []
   for i in range(n):
@@ -190,12 +191,15 @@ def _reference_greedy(engine, emb, n):
   return out
 
 
-def test_greedy_equals_cache_free_argmax_loop(engine, encoded):
+def test_greedy_equals_cache_free_argmax_loop(engine, encoded, workdir):
   vids, visual = encoded
+  # The engine holds the LLM once, as its decoding twin, plus the token table for prompts.
+  assert engine.llm.decode_layout and not engine.llm.config.scan_layers
+  assert set(engine.params["llm"]) == {"embed_tokens"}
   prompt = engine.test_prompt(QUESTION, vids[0].timestamps)
   answer = engine.generate(visual[:1], [prompt], GenerationOptions(max_new_tokens=MAX_NEW))[0]
   emb = engine.embed(visual[:1], prompt.input_ids[None], prompt.visual_mask[None])
-  want = _reference_greedy(engine, emb, MAX_NEW)
+  want = _reference_greedy(engine, workdir[1]["frozen"]["llm"], emb, MAX_NEW)
   got = answer.tokens + ([engine.tokenizer.eos_id] if answer.stopped_at_eos else [])
   assert got == want
   assert answer.text == engine.tokenizer.decode(answer.tokens).strip()

@@ -76,8 +76,8 @@ class Conversation:
     llm_cfg = engine.config.llm
     self.max_context = int(max_context or llm_cfg.max_position_embeddings)
     self.visual = engine.encode(video.frames[None], video.motion[None])
-    # Decode through the unrolled twin: a scanned model copies every layer's weights out of
-    # the stacked arrays at each token on CPU (about 2.5x slower). Converted once per chat.
+    # The engine's LLM is already the decoding twin (converted once at load); for_decoding
+    # passes a twin through unchanged.
     self._llm, self._llm_params = for_decoding(engine.llm, engine.llm_params)
     self._key = jax.random.PRNGKey(self.options.seed)
     self._draws = 0

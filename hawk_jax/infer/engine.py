@@ -30,7 +30,7 @@ from hawk_jax import generate as generate_lib
 from hawk_jax.infer.load import load_workdir
 from hawk_jax.infer.text_stream import TextStream
 from hawk_jax.models.hawk import Hawk, check_visual_mask
-from hawk_jax.models.llama import Llama
+from hawk_jax.models.llama import Llama, for_decoding
 from hawk_jax.text import prompts
 from hawk_jax.text.tokenizer import Tokenizer, check_fits_vocab, load_tokenizer
 
@@ -124,9 +124,12 @@ class Engine:
     self.cfg = cfg
     self.model = model
     self.config = model.config
-    self.params = params
-    self.llm = Llama(self.config.llm)
-    self.llm_params = params["llm"]
+    # The LLM generates through its decoding twin (`for_decoding`: unrolled layers, [out, in]
+    # kernels), converted once here rather than inside every jitted generate call (one copy of
+    # the weights per call for a scanned model). The prompt embeddings need only the LLM's
+    # token table, so the original layers are dropped: the weights are not held twice.
+    self.llm, self.llm_params = for_decoding(Llama(self.config.llm), params["llm"])
+    self.params = dict(params, llm={"embed_tokens": self.llm_params["embed_tokens"]})
     if tokenizer is None:
       tokenizer = load_tokenizer(cfg.get("tokenizer_path") or None)
     check_fits_vocab(tokenizer, self.config.llm.vocab_size)
