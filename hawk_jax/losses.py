@@ -12,6 +12,7 @@
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import jax
@@ -46,7 +47,13 @@ def lm_loss_chunked(hidden, labels, logits_fn: Callable, chunk: int = 32):
   The positions are cut into chunks of `chunk` and each chunk's logits are computed under a
   `lax.cond` on "does any row supervise a target here": prompt, visual and padding positions
   (most of a stage-2 sequence) skip the LM head -- a [tokens, vocab] product and its backward
-  pass -- entirely. Same value as `lm_loss(logits_fn(hidden), labels)`.
+  pass -- entirely. Same value and gradient as `lm_loss(logits_fn(hidden), labels)`.
+
+  Gradients flow to `hidden` only: `logits_fn`'s weights (the frozen LM head) get none.
+  Differentiated, each computed chunk produces its gradient for `hidden` in the forward pass
+  (`_nll_sum_fwd`), so the conditional hands out a [B, c, E] block instead of the residuals
+  autodiff of a `cond` would keep: a copy of the head's kernel and the chunk's logits -- and,
+  for a skipped chunk, zeros of those shapes (at `small` 4 x 106 MB of zeros per step).
   """
   h = hidden[:, :-1]
   targets = labels[:, 1:]
@@ -55,21 +62,60 @@ def lm_loss_chunked(hidden, labels, logits_fn: Callable, chunk: int = 32):
   if pad:
     h = jnp.pad(h, ((0, 0), (0, pad), (0, 0)))
     targets = jnp.pad(targets, ((0, 0), (0, pad)), constant_values=IGNORE)
-  total = jnp.zeros((), jnp.float32)
-  for start in range(0, n + pad, chunk):
-    hc, tc = h[:, start:start + chunk], targets[:, start:start + chunk]
-    valid = tc != IGNORE
-
-    def chunk_nll(hc, tc, valid):
-      logits = logits_fn(hc).astype(jnp.float32)
-      logz = jax.nn.logsumexp(logits, axis=-1)
-      picked = jnp.take_along_axis(logits, jnp.where(valid, tc, 0)[..., None], axis=-1)[..., 0]
-      return jnp.sum((logz - picked) * valid)
-
-    total = total + jax.lax.cond(jnp.any(valid), chunk_nll,
-                                 lambda *_: jnp.zeros((), jnp.float32), hc, tc, valid)
+  total = _nll_sum(logits_fn, chunk, h, jnp.asarray(targets))
   count = (targets != IGNORE).sum()
   return total / jnp.maximum(count, 1), count
+
+
+def _chunk_nll(logits, tc, valid):
+  logz = jax.nn.logsumexp(logits, axis=-1)
+  picked = jnp.take_along_axis(logits, jnp.where(valid, tc, 0)[..., None], axis=-1)[..., 0]
+  return jnp.sum((logz - picked) * valid)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _nll_sum(logits_fn, chunk, h, targets):
+  """Summed NLL over the chunks of h [B, L, E] / targets [B, L] (L a multiple of chunk)."""
+  total = jnp.zeros((), jnp.float32)
+  for start in range(0, h.shape[1], chunk):
+    hc, tc = h[:, start:start + chunk], targets[:, start:start + chunk]
+    valid = tc != IGNORE
+    total = total + jax.lax.cond(
+        jnp.any(valid), lambda hc, tc, valid: _chunk_nll(logits_fn(hc).astype(jnp.float32),
+                                                         tc, valid),
+        lambda *_: jnp.zeros((), jnp.float32), hc, tc, valid)
+  return total
+
+
+def _nll_sum_fwd(logits_fn, chunk, h, targets):
+  def with_grad(hc, tc, valid):
+    logits, pullback = jax.vjp(lambda x: logits_fn(x).astype(jnp.float32), hc)
+    # d nll / d logits = softmax - one_hot(target), on supervised positions only.
+    dlogits = (jax.nn.softmax(logits, axis=-1)
+               - jax.nn.one_hot(jnp.where(valid, tc, 0), logits.shape[-1], dtype=jnp.float32))
+    (dh,) = pullback(dlogits * valid[..., None])
+    return _chunk_nll(logits, tc, valid), dh.astype(hc.dtype)
+
+  def skip(hc, tc, valid):
+    return jnp.zeros((), jnp.float32), jnp.zeros_like(hc)
+
+  total = jnp.zeros((), jnp.float32)
+  grads = []
+  for start in range(0, h.shape[1], chunk):
+    hc, tc = h[:, start:start + chunk], targets[:, start:start + chunk]
+    valid = tc != IGNORE
+    nll, dh = jax.lax.cond(jnp.any(valid), with_grad, skip, hc, tc, valid)
+    total = total + nll
+    grads.append(dh)
+  return total, jnp.concatenate(grads, axis=1)
+
+
+def _nll_sum_bwd(logits_fn, chunk, dh, g):
+  del logits_fn, chunk
+  return (g * dh).astype(dh.dtype), None
+
+
+_nll_sum.defvjp(_nll_sum_fwd, _nll_sum_bwd)
 
 
 def total_loss(outputs, batch, *, w_vl: float, w_ml: float, w_mv: float, ml_source: str,
