@@ -13,9 +13,10 @@ ceilings a figure is rated against are timed in the same turns.
   `HawkTorch` holding the same weights, same batch, same precision: float32, and bfloat16
   (JAX: bf16 compute, f32 accumulation, frozen towers stored in bf16; PyTorch:
   `torch.autocast("cpu", torch.bfloat16)`, frozen towers stored in bf16, its faster option).
-  FLOPs per step are counted once (XLA's cost analysis of an unrolled lowering of the JAX
-  step, less the LM-head chunks the step skips at run time, which a conditional's count
-  includes) and rate both sides against the matmul peak of that precision;
+  FLOPs per step are counted once (on the traced JAX step, `hawk_jax.flops`: scan bodies times
+  their length, as XLA's cost analysis counts an unrolled lowering; less the LM-head chunks the
+  step skips at run time, which a conditional's count includes) and rate both sides against
+  the matmul peak of that precision;
 - generate: greedy tokens/s of the size's LLaMA (random weights, float32), JAX
   (`hawk_jax.generate` through the `for_decoding` twin) against `transformers` `generate`, at
   batch 1 and 8, beside the weight-streaming limit (batch x read bandwidth / bytes of weights
@@ -216,6 +217,7 @@ def train_case(size: str, dtype: str, repeats: int, calls: int, variant: str = "
   import jax
   import torch
   from configs.common import model_for
+  from hawk_jax import flops as flops_lib
   from hawk_jax.convert.torch_model import from_params
   from hawk_jax.models.hawk import merge_params
   from hawk_jax.sharding import make_mesh
@@ -227,9 +229,11 @@ def train_case(size: str, dtype: str, repeats: int, calls: int, variant: str = "
   t0 = time.perf_counter()
   jitted, state, frozen, batch = bench_step.build(config, mesh, batch_np, LOSS_CFG)
   params = jax.device_get(merge_params(state["trainable"], frozen))
-  compiled = jitted.lower(state, frozen, batch).compile()
+  with jax.set_mesh(mesh):
+    traced = jitted.trace(state, frozen, batch)
+    compiled = traced.lower().compile()
   compile_s = time.perf_counter() - t0
-  counted = bench_step.xla_flops(config, mesh, batch_np, LOSS_CFG)
+  counted = flops_lib.count_traced(traced).total
   # A conditional is counted at its costlier branch: every LM-head chunk counts, also the ones
   # the step skips at run time (no supervised target). Rate both sides by what JAX executes.
   flops = counted - skipped_lm_head_flops(config, batch_np)

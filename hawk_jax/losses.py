@@ -73,13 +73,18 @@ def _chunk_nll(logits, tc, valid):
   return jnp.sum((logz - picked) * valid)
 
 
+def _chunks(h, targets, chunk):
+  """(hidden, targets, supervised) of each chunk of positions."""
+  for start in range(0, h.shape[1], chunk):
+    tc = targets[:, start:start + chunk]
+    yield h[:, start:start + chunk], tc, tc != IGNORE
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
 def _nll_sum(logits_fn, chunk, h, targets):
   """Summed NLL over the chunks of h [B, L, E] / targets [B, L] (L a multiple of chunk)."""
   total = jnp.zeros((), jnp.float32)
-  for start in range(0, h.shape[1], chunk):
-    hc, tc = h[:, start:start + chunk], targets[:, start:start + chunk]
-    valid = tc != IGNORE
+  for hc, tc, valid in _chunks(h, targets, chunk):
     total = total + jax.lax.cond(
         jnp.any(valid), lambda hc, tc, valid: _chunk_nll(logits_fn(hc).astype(jnp.float32),
                                                          tc, valid),
@@ -101,9 +106,7 @@ def _nll_sum_fwd(logits_fn, chunk, h, targets):
 
   total = jnp.zeros((), jnp.float32)
   grads = []
-  for start in range(0, h.shape[1], chunk):
-    hc, tc = h[:, start:start + chunk], targets[:, start:start + chunk]
-    valid = tc != IGNORE
+  for hc, tc, valid in _chunks(h, targets, chunk):
     nll, dh = jax.lax.cond(jnp.any(valid), with_grad, skip, hc, tc, valid)
     total = total + nll
     grads.append(dh)

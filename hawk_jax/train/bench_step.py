@@ -7,10 +7,10 @@
 Random parameters and a random batch of the stage-2 shapes (the full loss: L_VL, L_ML, L_MV);
 the step is the one training uses (jit, shardings, donated state). FLOPs are counted on the
 step's jaxpr (hawk_jax/flops.py: scan bodies times their length, recomputation included; equal
-to XLA's count of an unrolled lowering within 3%, and available on GPUs, where XLA's is not), so
-achieved FLOP/s and MFU against the chip's peak are printed beside the wall-clock figures. --frame_tokens feeds the
-frozen towers' output [B, T, Qi, Hq] in place of pixels (training from a tower cache,
-hawk_jax.train.cache_towers), so the step runs no ViT.
+to XLA's count of an unrolled lowering within 3%, and available on GPUs, where XLA's is not),
+so achieved FLOP/s and MFU against the chip's peak are printed beside the wall-clock figures.
+--frame_tokens feeds the frozen towers' output [B, T, Qi, Hq] in place of pixels (training
+from a tower cache, hawk_jax.train.cache_towers), so the step runs no ViT.
 """
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ import argparse
 import dataclasses
 import time
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -86,27 +85,6 @@ def build(config: HawkConfig, mesh, batch_np, loss_cfg, seed=0):
   jitted = jax.jit(step, in_shardings=(state_shard, frozen_shard, b_shard),
                    out_shardings=(state_shard, replicated(mesh)), donate_argnums=(0,))
   return jitted, state, frozen, batch
-
-
-def xla_flops(config: HawkConfig, mesh, batch_np, loss_cfg) -> float:
-  """FLOPs of one step from an unrolled lowering (scan bodies are otherwise counted once)."""
-  unrolled = dataclasses.replace(
-      config, vision=dataclasses.replace(config.vision, scan_layers=False),
-      llm=dataclasses.replace(config.llm, scan_layers=False))
-  model = Hawk(unrolled)
-  with jax.set_mesh(mesh):
-    abstract, _ = param_shardings(model, mesh, tuple(DEFAULT_RULES))
-  trainable, frozen = split_params(abstract, unrolled)
-  tx, schedule = make_optimizer(_optim_cfg(), 1000)
-  state = {"step": jax.ShapeDtypeStruct((), jnp.int32), "trainable": trainable,
-           "opt_state": jax.eval_shape(tx.init, trainable)}
-  keys = batch_keys(loss_cfg["ml_source"] == "motion_text")
-  batch = {k: jax.ShapeDtypeStruct(batch_np[k].shape, batch_np[k].dtype) for k in keys}
-  step = make_train_step(model, tx, schedule, loss_cfg, 0, 1, tuple(DEFAULT_RULES))
-  ca = jax.jit(step).lower(state, frozen, batch).cost_analysis()
-  if isinstance(ca, (list, tuple)):
-    ca = ca[0]
-  return float(ca.get("flops", 0.0)) if ca else 0.0
 
 
 def with_dtype(config: HawkConfig, dtype: str) -> HawkConfig:
