@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from hawk_jax.models.common import (contract_spec, dtype_of, einsum_f32, fused_attention,
-                                    param_with_axes, resolve_attention_impl)
+                                    param_with_axes, resolve_attention_impl, scale_queries)
 
 # BERT and EVA both initialise their linear layers with a (truncated) normal of std 0.02.
 DEFAULT_KERNEL_INIT = nn.initializers.truncated_normal(0.02)
@@ -101,8 +101,9 @@ def attention(q, k, v, dtype, kv_mask=None, probs_dropout: Callable | None = Non
   if impl != "einsum" and probs_dropout is None:
     mask = None if kv_mask is None else kv_mask.astype(bool)[:, None, None, :]
     return fused_attention(q.astype(dtype), k, v, impl=impl, scale=scale, mask=mask)
+  q = scale_queries(q, scale, dtype)
   q, k, v = (t.astype(dtype).transpose(0, 2, 1, 3) for t in (q, k, v))
-  logits = einsum_f32("bhqd,bhkd->bhqk", q, k) * scale
+  logits = einsum_f32("bhqd,bhkd->bhqk", q, k)
   if kv_mask is not None:
     keep = kv_mask.astype(bool)[:, None, None, :]
     logits = jnp.where(keep, logits, jnp.finfo(jnp.float32).min)

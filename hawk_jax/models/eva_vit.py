@@ -19,7 +19,8 @@ import jax
 import jax.numpy as jnp
 
 from hawk_jax.models.blip2_layers import DEFAULT_KERNEL_INIT, Dense, LayerNorm, attention, matmul
-from hawk_jax.models.common import constrain, dtype_of, maybe_remat, param_with_axes
+from hawk_jax.models.common import (constrain, dtype_of, gelu_exact, maybe_remat,
+                                    param_with_axes)
 from hawk_jax.models.configs import VisionConfig
 
 
@@ -75,7 +76,7 @@ class EvaMlp(nn.Module):
     cfg = self.config
     dtype, pdtype = dtype_of(cfg.dtype), dtype_of(cfg.param_dtype)
     h = Dense((cfg.mlp_dim,), ("embed", "mlp"), dtype=dtype, param_dtype=pdtype, name="fc1")(x)
-    h = jax.nn.gelu(h, approximate=False)
+    h = gelu_exact(h)
     h = constrain(h, "activation_batch", "activation_length", "activation_mlp")
     return Dense((cfg.hidden_size,), ("mlp", "embed"), dtype=dtype, param_dtype=pdtype,
                  name="fc2")(h)

@@ -57,7 +57,7 @@ import flax.linen as nn
 
 from hawk_jax.models.common import (constrain, contract_spec, dtype_of, einsum_f32,
                                     fused_attention, maybe_remat, param_with_axes,
-                                    resolve_attention_impl)
+                                    resolve_attention_impl, scale_queries)
 from hawk_jax.models.configs import LlamaConfig
 
 Cache = dict[str, jax.Array]
@@ -67,9 +67,21 @@ _INIT = nn.initializers.normal(stddev=0.02)  # HF's initializer_range
 
 def _dot(x, kernel, n_contract: int, dtype):
   """x[..., *c] . kernel[*c, ...] over the last `n_contract` dims of x, float32 accumulation
-  (and, in bf16, a bf16 backward pass: `einsum_f32`)."""
-  spec = contract_spec(x.ndim, kernel.ndim, n_contract)
-  return einsum_f32(spec, x.astype(dtype), kernel.astype(dtype))
+  (and, in bf16, a bf16 backward pass: `einsum_f32`).
+
+  A multi-axis kernel (q/k/v [E, N, D], o [N, D, E]) is contracted as the matrix it is laid out
+  as, [prod(c), prod(out)]: the backward product x-gradient = g . W^T over two kernel axes made
+  XLA:CPU copy-transpose every such kernel on every step (24 copies, ~28 ms of a 600 ms `small`
+  bf16 step), where the two-dimensional W^T is read in place."""
+  free = x.shape[:x.ndim - n_contract]
+  out = kernel.shape[n_contract:]
+  if n_contract == 1 and len(out) == 1:
+    spec = contract_spec(x.ndim, kernel.ndim, n_contract)
+    return einsum_f32(spec, x.astype(dtype), kernel.astype(dtype))
+  k2 = kernel.reshape(int(np.prod(kernel.shape[:n_contract])), int(np.prod(out)))
+  x2 = x.reshape(*free, k2.shape[0])
+  y = einsum_f32(contract_spec(x2.ndim, 2, 1), x2.astype(dtype), k2.astype(dtype))
+  return y.reshape(*free, *out)
 
 
 class Linear(nn.Module):
@@ -248,10 +260,10 @@ def _attention(q, k, v, mask, scale, dtype):
   b, t, n, d = q.shape
   kh = k.shape[2]
   g = n // kh
-  qh = q.astype(dtype).reshape(b, t, kh, g, d).transpose(0, 2, 3, 1, 4)   # [B,K,G,T,D]
+  qh = scale_queries(q, scale, dtype).reshape(b, t, kh, g, d).transpose(0, 2, 3, 1, 4)
   k = k.astype(dtype).transpose(0, 2, 1, 3)                               # [B,K,S,D]
   v = v.astype(dtype).transpose(0, 2, 1, 3)
-  logits = einsum_f32("bkgtd,bksd->bkgts", qh, k) * scale
+  logits = einsum_f32("bkgtd,bksd->bkgts", qh, k)
   if mask is None:
     mask = jnp.tril(jnp.ones((t, t), jnp.bool_))[None, None]
   logits = jnp.where(mask[:, :, None], logits, jnp.finfo(jnp.float32).min)
@@ -280,9 +292,9 @@ def _per_layer_attention(q, k, v, mask, scale, dtype):
   kh = bk // b
   g = n // kh
   s = mask.shape[-1]
-  qr = q.astype(dtype).reshape(b, t, kh, g, d).transpose(0, 2, 3, 1, 4).reshape(bk, g * t, d)
-  logits = jnp.einsum("nqd,nsd->nqs", qr, k.astype(dtype),
-                      preferred_element_type=jnp.float32) * scale
+  qr = scale_queries(q, scale, dtype).reshape(b, t, kh, g, d).transpose(0, 2, 3, 1, 4)
+  qr = qr.reshape(bk, g * t, d)
+  logits = jnp.einsum("nqd,nsd->nqs", qr, k.astype(dtype), preferred_element_type=jnp.float32)
   keep = jnp.broadcast_to(mask[:, :, None], (b, kh, g, t, s)).reshape(bk, g * t, s)
   logits = jnp.where(keep, logits, jnp.finfo(jnp.float32).min)
   probs = jax.nn.softmax(logits, axis=-1).astype(dtype)
@@ -296,9 +308,8 @@ def _cached_attention(q, k, v, mask, scale, dtype):
   batched matrix product over contiguous [S,D] blocks, no transposes of the cache)."""
   b, t, n, d = q.shape
   kh = k.shape[1]
-  q = q.reshape(b, t, kh, n // kh, d)
-  logits = jnp.einsum("btkgd,bksd->bkgts", q, k.astype(dtype),
-                      preferred_element_type=jnp.float32) * scale
+  q = scale_queries(q, scale, dtype).reshape(b, t, kh, n // kh, d)
+  logits = jnp.einsum("btkgd,bksd->bkgts", q, k.astype(dtype), preferred_element_type=jnp.float32)
   logits = jnp.where(mask[:, :, None], logits, jnp.finfo(jnp.float32).min)
   probs = jax.nn.softmax(logits, axis=-1).astype(dtype)
   out = jnp.einsum("bkgts,bksd->btkgd", probs, v.astype(dtype),

@@ -23,7 +23,7 @@ import flax.linen as nn
 import jax
 
 from hawk_jax.models.blip2_layers import Dense, LayerNorm, attention
-from hawk_jax.models.common import constrain, dtype_of
+from hawk_jax.models.common import constrain, dtype_of, gelu_exact
 from hawk_jax.models.configs import QFormerConfig
 
 _HIDDEN = ("activation_batch", "activation_length", "activation_embed")
@@ -82,7 +82,7 @@ class BertQueryMlp(nn.Module):
     dtype, pdtype = dtype_of(cfg.dtype), dtype_of(cfg.param_dtype)
     h = Dense((cfg.intermediate_size,), ("embed", "mlp"), dtype=dtype, param_dtype=pdtype,
               name="wi")(x)
-    h = jax.nn.gelu(h, approximate=False)
+    h = gelu_exact(h)
     h = constrain(h, "activation_batch", "activation_length", "activation_mlp")
     out = Dense((cfg.hidden_size,), ("mlp", "embed"), dtype=dtype, param_dtype=pdtype,
                 name="wo")(h)
