@@ -73,13 +73,19 @@ def test_cached_decoding_equals_full_forward(scan):
   np.testing.assert_array_equal(np.asarray(cache["mask"])[:, :9], real)
 
 
-def test_for_decoding_twin_is_the_same_model(gqa):
-  _, model, params = gqa
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("length", [7, 100])  # 21 rows: kernel . x^T; 300 rows: x . kernel^T
+def test_for_decoding_twin_is_the_same_model(bias, length):
+  _, model, params = tiny(seed=3, attention_bias=bias, mlp_bias=bias)
   twin, flat = L.for_decoding(model, params)
   assert not twin.config.scan_layers and "layers_1" in flat
-  ids = jnp.asarray(left_padded_batch()[0])
+  # q/k/v and gate/up are one product each in the decode layout, biases included
+  assert sorted(flat["layers_1"]["self_attn"]) == ["o_proj", "qkv_proj"]
+  assert sorted(flat["layers_1"]["mlp"]) == ["down_proj", "gate_up_proj"]
+  assert ("bias" in flat["layers_1"]["self_attn"]["qkv_proj"]) == bias
+  ids = jnp.asarray(np.random.RandomState(length).randint(3, 64, (3, length)))
   np.testing.assert_allclose(model.apply({"params": params}, ids),
-                             twin.apply({"params": flat}, ids), atol=1e-6)
+                             twin.apply({"params": flat}, ids), atol=2e-5)
 
 
 # --- greedy -----------------------------------------------------------------------------------

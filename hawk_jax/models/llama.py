@@ -47,6 +47,7 @@ einsum over the [B,K,S,D] cache layout, so decoding never transposes the cache.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -193,8 +194,12 @@ class LlamaMLP(nn.Module):
     kw = dict(use_bias=cfg.mlp_bias, dtype=dtype_of(cfg.dtype),
               param_dtype=dtype_of(cfg.param_dtype), transposed=self.transposed)
     e, m = cfg.hidden_size, cfg.intermediate_size
-    gate = Linear((e,), (m,), ("embed", "mlp"), name="gate_proj", **kw)(x)
-    up = Linear((e,), (m,), ("embed", "mlp"), name="up_proj", **kw)(x)
+    if self.transposed:  # the decode layout's one product for both (see `to_decode_layout`)
+      gate_up = Linear((e,), (2 * m,), ("embed", "mlp"), name="gate_up_proj", **kw)(x)
+      gate, up = gate_up[..., :m], gate_up[..., m:]
+    else:
+      gate = Linear((e,), (m,), ("embed", "mlp"), name="gate_proj", **kw)(x)
+      up = Linear((e,), (m,), ("embed", "mlp"), name="up_proj", **kw)(x)
     h = constrain(nn.silu(gate) * up, "activation_batch", "activation_length", "activation_mlp")
     return Linear((m,), (e,), ("mlp", "embed"), name="down_proj", **kw)(h)
 
@@ -215,9 +220,14 @@ class LlamaAttention(nn.Module):
     n, k, d, e = cfg.num_heads, cfg.num_kv_heads, cfg.resolved_head_dim, cfg.hidden_size
     kw = dict(use_bias=cfg.attention_bias, dtype=dtype, param_dtype=dtype_of(cfg.param_dtype),
               transposed=self.transposed)
-    q = Linear((e,), (n, d), ("embed", "heads", "head_dim"), name="q_proj", **kw)(x)
-    key = Linear((e,), (k, d), ("embed", "kv_heads", "head_dim"), name="k_proj", **kw)(x)
-    val = Linear((e,), (k, d), ("embed", "kv_heads", "head_dim"), name="v_proj", **kw)(x)
+    if self.transposed:  # the decode layout's one product for all three (`to_decode_layout`)
+      qkv = Linear((e,), (n + 2 * k, d), ("embed", "heads", "head_dim"), name="qkv_proj",
+                   **kw)(x)
+      q, key, val = qkv[..., :n, :], qkv[..., n:n + k, :], qkv[..., n + k:, :]
+    else:
+      q = Linear((e,), (n, d), ("embed", "heads", "head_dim"), name="q_proj", **kw)(x)
+      key = Linear((e,), (k, d), ("embed", "kv_heads", "head_dim"), name="k_proj", **kw)(x)
+      val = Linear((e,), (k, d), ("embed", "kv_heads", "head_dim"), name="v_proj", **kw)(x)
     q = apply_rope(q, cos, sin)
     key = apply_rope(key, cos, sin)
     q = constrain(q, "activation_batch", "activation_length", "activation_heads", None)
@@ -566,15 +576,38 @@ _KERNEL_INPUT_AXES = {"q_proj": 1, "k_proj": 1, "v_proj": 1, "o_proj": 2, "gate_
                       "up_proj": 1, "down_proj": 1, "lm_head": 1}
 
 
+# Projections the decode layout reads as one product: (fused name, parts in order, the dict
+# holding them). On CPU a decode step's matrix-vector products stream the weights faster as one
+# large product than as several small ones (gate+up of the `small` model: 28.3 -> 31.0 GB/s).
+_DECODE_FUSED = (("gate_up_proj", ("gate_proj", "up_proj"), "mlp"),
+                 ("qkv_proj", ("q_proj", "k_proj", "v_proj"), "self_attn"))
+
+
 def to_decode_layout(params):
-  """Projection kernels [*in, *out] -> [*out, *in] (the decode layout); other leaves as they are."""
+  """Projection kernels [*in, *out] -> [*out, *in] (the decode layout), with q/k/v and
+  gate/up concatenated along their first output axis into `qkv_proj` and `gate_up_proj`
+  (biases too); other leaves as they are."""
   def move(path, leaf):
     names = [str(getattr(k, "key", k)) for k in path]
     n_in = _KERNEL_INPUT_AXES.get(names[-2]) if len(names) > 1 else None
     if names[-1] != "kernel" or n_in is None:
       return leaf
     return jnp.transpose(leaf, tuple(range(n_in, leaf.ndim)) + tuple(range(n_in)))
-  return jax.tree_util.tree_map_with_path(move, params)
+
+  def fuse(tree):
+    if not isinstance(tree, Mapping):
+      return tree
+    tree = {key: fuse(value) for key, value in tree.items()}
+    for fused, parts, holder in _DECODE_FUSED:
+      block = tree.get(holder)
+      if isinstance(block, Mapping) and all(p in block for p in parts):
+        block = dict(block)
+        pieces = [block.pop(p) for p in parts]
+        block[fused] = {name: jnp.concatenate([piece[name] for piece in pieces], axis=0)
+                        for name in pieces[0]}
+        tree[holder] = block
+    return tree
+  return fuse(jax.tree_util.tree_map_with_path(move, params))
 
 
 def for_decoding(model: "Llama", params):
