@@ -405,8 +405,9 @@ def repeat_cache(cache: Cache, n: int) -> Cache:
 class Llama(nn.Module):
   """LlamaForCausalLM. See the module docstring for call forms, layout and the cache.
 
-  `decode_layout`: every projection kernel (and the LM head) stored [out, in], the layout of
-  the decoding twin that `for_decoding` builds; same outputs, faster few-row steps on CPU.
+  `decode_layout`: every projection kernel (and the LM head) stored [out, in], q/k/v as one
+  `qkv_proj` and gate/up as one `gate_up_proj`: the layout of the decoding twin that
+  `for_decoding` builds; same outputs, faster few-row steps on CPU.
   """
   config: LlamaConfig
   decode_layout: bool = False
@@ -615,7 +616,8 @@ def for_decoding(model: "Llama", params):
 
   A scanned model slices every layer's weights out of the stacked arrays inside the loop, which
   on CPU copies them each step (about 2.5x slower decoding); the unrolled model reads them in
-  place. The [out, in] kernels stream faster in few-row products (`_dot_transposed`). Call it
+  place. The [out, in] kernels stream faster in few-row products (`_dot_transposed`), and q/k/v
+  and gate/up are one kernel each (`to_decode_layout`): fewer, larger products. Call it
   once outside jit and decode with the twin (a twin passes through unchanged); inside jit the
   conversion is one copy of the weights per call.
   """
