@@ -12,8 +12,8 @@ A model with `scan_layers` is decoded through its unrolled twin (`llama.for_deco
 layer weights are unstacked once per call, since a scanned decode step copies every layer's
 weights out of the stacked arrays on each token (~2.5x slower on CPU). The twin also stores its
 projection kernels [out, in], q/k/v and gate/up fused (`Llama.decode_layout`), which few-row
-products stream faster; an
-unrolled model is decoded as given, so convert it once, outside, for that layout.
+products stream faster; an unrolled model is decoded as given, so convert it once, outside,
+for that layout.
 `prefill`/`decode_step` take the model as given: callers driving their own loop should convert
 once with `model, params = for_decoding(model, params)`.
 
