@@ -58,10 +58,10 @@ def einsum_f32(spec: str, a, b):
 
   With low-precision operands (bf16) the backward pass runs in their dtype too: the float32
   cotangent is rounded to it, and the gradients asked for (not those of a frozen operand) are
-  einsums of bf16 operands accumulated in float32, as under torch.autocast. (JAX's own transpose of a `preferred_element_type=f32`
-  product multiplies the float32 cotangent with the bf16 operand, which upcasts the operand
-  -- a frozen weight matrix included -- and runs a float32 matmul, slower on CPU by the bf16
-  speed-up.) Float32 operands take the plain path, unchanged. Every index of an operand must
+  einsums of bf16 operands accumulated in float32, as under torch.autocast. (JAX's own
+  transpose of a `preferred_element_type=f32` product multiplies the float32 cotangent with
+  the bf16 operand, which upcasts the operand -- a frozen weight matrix included -- and runs a
+  float32 matmul, slower on CPU by the bf16 speed-up.) Float32 operands take the plain path, unchanged. Every index of an operand must
   appear in the other operand or in the output (true of linear layers and attention).
   """
   if a.dtype == jnp.float32 and b.dtype == jnp.float32:
