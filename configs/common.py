@@ -10,7 +10,7 @@ import dataclasses
 
 import ml_collections
 
-from hawk_jax.models.configs import HawkConfig, hawk_config
+from hawk_jax.models.model_config import HawkConfig, hawk_config
 from hawk_jax.sharding import DEFAULT_RULES
 
 SIZES = ("tiny", "small", "hawk7b", "hawk13b")
@@ -77,7 +77,7 @@ def base_config(stage: int, arg: str | None) -> ml_collections.ConfigDict:
 
   c.data = ml_collections.ConfigDict()
   c.data.dir = ""                       # pre-extracted TFDS/ArrayRecord folder
-  # A tower cache of data.dir (python -m hawk_jax.train.cache_towers): train on the frozen
+  # A tower cache of data.dir (python -m hawk_jax.train.write_tower_cache): train on the frozen
   # towers' cached output instead of pixels, skipping the ViTs; no augmentation. "" = off.
   c.data.frame_tokens_dir = ""
   c.data.num_frames = 8 if tiny else 32

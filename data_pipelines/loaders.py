@@ -30,7 +30,7 @@ Per training example (fixed shapes; int32 text arrays, right-padded with the pad
                       -100 elsewhere, aligned with the inputs (the model shifts)
   ml_input_ids, ml_attention_mask, ml_visual_mask, ml_labels   [ml_max_len]
                       the motion-language pass [BOS][num_visual_tokens/2 motion][motion text]
-With `frame_tokens_dir` (a cache written by `python -m hawk_jax.train.cache_towers`, see
+With `frame_tokens_dir` (a cache written by `python -m hawk_jax.train.write_tower_cache`, see
 data_pipelines/tower_cache.py) `frames` and `motion` are instead the frozen towers' output
 for the unaugmented frames, float32 [T, Qi, Hq] per stream, and no pixel is decoded; every
 other field is unchanged. Augmentation must then be off (augment=False): RandomResizedCrop
@@ -299,7 +299,7 @@ def make_train_dataset(data_dir: str, *, stage: int, tokenizer, num_frames: int,
   """The per-example MapDataset (after sharding, before batching). `source` replaces
   `open_split(data_dir, split)` with any random-access source of raw records.
 
-  frame_tokens_dir: a tower cache of this dataset (hawk_jax.train.cache_towers); frames and
+  frame_tokens_dir: a tower cache of this dataset (hawk_jax.train.write_tower_cache); frames and
   motion are then its cached frame tokens (float32 [T, Qi, Hq]) and `augment` must be False.
 
   shared_crop=False gives the motion stream its own random crop (released HAWK transforms

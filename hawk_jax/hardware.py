@@ -3,7 +3,7 @@
 bf16 dense matmul peak FLOP/s and memory per chip (vendor figures). `cpu` is what DESIGN.md
 §11 measured on the 2-core machines here (bf16 with f32 accumulation; f32 ~0.28 TFLOP/s).
 
-Interconnect (for hawk_jax.planner's collective-time estimate): `ici_gbps` is the chip's
+Interconnect (for hawk_jax.plan.estimate's collective-time estimate): `ici_gbps` is the chip's
 bidirectional chip-to-chip bandwidth in GB/s (Cloud TPU docs: v5e 400, v5p 1200, v6e 800; v4
 from its 6 links of ~50 GB/s; NVLink 4 for H100/H200: 900), shared by the chips of one
 `ici_domain` (a TPU slice, an 8-GPU NVLink node); `dcn_gbps` is one chip's share of the network

@@ -4,7 +4,7 @@
 # stage_command builds the one command every process runs for a stage:
 #   stage 1, 2: python3 -m hawk_jax.train [--distributed] --config configs/stage{1,2}_*.py:size=..,variant=..
 #               --workdir W --config.data.dir=D [--config.init.from_stage=F] [overrides] [extra]
-#   stage 3:    python3 -m hawk_jax.evaluate --checkpoint F --data_dir D --out W [extra]
+#   stage 3:    python3 -m hawk_jax.eval --checkpoint F --data_dir D --out W [extra]
 
 DRY_RUN=${DRY_RUN:-0}
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -96,7 +96,7 @@ stage_command() {
   local cmd
   if [[ "$stage" == 3 ]]; then
     need "$from" "--from_stage (the stage-2 workdir to evaluate)"
-    cmd=("$py" -m hawk_jax.evaluate --checkpoint "$from" --data_dir "$data" --out "$workdir")
+    cmd=("$py" -m hawk_jax.eval --checkpoint "$from" --data_dir "$data" --out "$workdir")
     [[ -n "$batch" ]] && cmd+=(--batch_size "$batch")
   else
     cmd=("$py" -m hawk_jax.train)

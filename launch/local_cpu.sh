@@ -38,7 +38,7 @@ echo "== [5/6] stage 2: fine-tuning on descriptions + QA -> $W/stage2"
   --config.data.dir="$W/data/hawk" --config.init.from_stage="$W/stage1"
 
 echo "== [6/6] stage 3: generation on the test split + BLEU -> $W/stage3"
-"$PY" -m hawk_jax.evaluate --checkpoint "$W/stage2" --data_dir "$W/data/hawk" \
+"$PY" -m hawk_jax.eval --checkpoint "$W/stage2" --data_dir "$W/data/hawk" \
   --out "$W/stage3" --no_judge
 
 "$PY" -m hawk_jax.train.run_summary "$W" --seconds $(( $(date +%s) - T0 ))

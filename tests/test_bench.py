@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 
-from hawk_jax import bench
+from hawk_jax.bench import side_by_side as bench
 
 
 def test_bench_runs_every_section_at_tiny_and_prints_the_tables(tmp_path, capsys):
@@ -48,7 +48,7 @@ def test_skipped_lm_head_flops_are_the_chunks_without_targets():
   import jax.numpy as jnp
   from configs.common import model_for
   from hawk_jax import flops as flops_lib
-  from hawk_jax.train import bench_step
+  from hawk_jax.bench import train_step as bench_step
   config = model_for("small", "paper")
   batch_np = bench_step.random_batch(config, 2, 8, 64)
   e, v = config.llm.hidden_size, config.llm.vocab_size

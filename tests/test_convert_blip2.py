@@ -295,7 +295,7 @@ def test_released_sizes_have_the_released_tensor_shapes():
   """hawk7b's towers against the shapes of eva_vit_g.pth / blip2_pretrained_flant5xxl.pth."""
   from hawk_jax.convert.blip2_hf import _torch_shapes, qformer_param_shapes, vision_param_shapes
   from hawk_jax.convert.blip2_tables import qformer_rules, vision_rules
-  from hawk_jax.models.configs import hawk_config
+  from hawk_jax.models.model_config import hawk_config
   config = hawk_config("hawk7b")
   vision = _torch_shapes(vision_rules(config.vision, "lavis", ""),
                          vision_param_shapes(config.vision), scan=True)

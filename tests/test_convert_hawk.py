@@ -10,10 +10,10 @@ import torch
 
 from configs.common import model_for
 from hawk_jax import checkpoint
-from hawk_jax.convert import hawk_torch as ht
+from hawk_jax.convert import hawk_names as ht
 from hawk_jax.convert.__main__ import main as convert_main
 from hawk_jax.convert.table import ConversionError, flatten
-from hawk_jax.convert.torch_model import HawkTorch, from_params, state_numpy, to_torch_state
+from hawk_jax.convert.torch_hawk import HawkTorch, from_params, state_numpy, to_torch_state
 from hawk_jax.models.hawk import TRAINABLE_GROUPS, Hawk, normalize_frames, split_params
 from hawk_jax.tensor_files import UnsafeCheckpointError
 

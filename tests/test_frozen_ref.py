@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 from hawk_jax import checkpoint
-from hawk_jax.config_io import hawk_model_config
-from hawk_jax.convert.hawk_torch import load_workdir_params
+from hawk_jax.stage_config import hawk_model_config
+from hawk_jax.convert.hawk_names import load_workdir_params
 from hawk_jax.infer.load import WorkdirError, load_workdir
 from hawk_jax.models.hawk import Hawk, split_params
-from hawk_jax.train.cache_towers import read_towers
+from hawk_jax.train.write_tower_cache import read_towers
 from hawk_jax.train.init import abstract_boxed
 from hawk_jax.train.loop import train_stage
 from test_train import _cfg, _final_trainable, data  # noqa: F401  (data is a fixture)

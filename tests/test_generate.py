@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from hawk_jax import generate as G  # noqa: E402
+from hawk_jax.infer import generate as G  # noqa: E402
 from hawk_jax.convert.llama_hf import llama_config_from_hf, params_from_state_dict  # noqa: E402
 from hawk_jax.models import llama as L  # noqa: E402
 

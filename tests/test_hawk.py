@@ -13,7 +13,7 @@ from configs.common import model_for
 from hawk_jax.models.hawk import (Hawk, check_visual_mask, merge_params, split_params,
                                   splice_visual)
 from hawk_jax.sharding import batch_sharding, logical_to_sharding, make_mesh, DEFAULT_RULES
-from hawk_jax.summary import summarize
+from hawk_jax.plan.param_summary import summarize
 from hawk_jax.train.init import dummy_inputs
 
 
@@ -53,7 +53,7 @@ def test_hawk7b_trainable_count_from_shapes_alone():
 
 
 def test_summary_cli_prints_total_and_trainable():
-  out = subprocess.run([sys.executable, "-m", "hawk_jax.summary", "--config",
+  out = subprocess.run([sys.executable, "-m", "hawk_jax.plan.param_summary", "--config",
                         "configs/stage2_finetune.py:size=hawk7b"], capture_output=True, text=True,
                        timeout=300, check=True).stdout
   last = out.strip().splitlines()[-1]

@@ -18,11 +18,11 @@ import pytest
 from configs.common import base_config
 from data_pipelines import records
 from data_pipelines.synthetic import write_mp4
-from hawk_jax import chat
+from hawk_jax.infer import chat
 from hawk_jax import checkpoint
-from hawk_jax import describe
-from hawk_jax import evaluate
-from hawk_jax.config_io import hawk_model_config
+from hawk_jax.infer import describe
+from hawk_jax.eval import cli as eval_cli
+from hawk_jax.stage_config import hawk_model_config
 from hawk_jax.infer import conversation as conversation_lib
 from hawk_jax.infer import engine as engine_lib
 from hawk_jax.infer.engine import Engine, GenerationOptions
@@ -372,7 +372,7 @@ def test_evaluate_checkpoint_writes_predictions_and_bleu(workdir, data_dir, tmp_
   out = str(tmp_path / "stage3")
   argv = ["--checkpoint", workdir[0], "--data_dir", data_dir, "--out", out, "--no_judge",
           "--batch_size", "2", "--max_items", "5"]
-  assert evaluate.main(argv) == 0
+  assert eval_cli.main(argv) == 0
   with open(os.path.join(out, "predictions.jsonl"), encoding="utf-8") as f:
     preds = [json.loads(line) for line in f]
   assert [p["task"] for p in preds] == ["description", "qa", "qa", "description", "qa"]
@@ -385,4 +385,4 @@ def test_evaluate_checkpoint_writes_predictions_and_bleu(workdir, data_dir, tmp_
   assert set(report["tasks"]["qa"]["bleu"]) >= {"bleu_1", "bleu_4"}
   assert os.path.exists(os.path.join(out, "report.md"))
   assert "BLEU-1" in capsys.readouterr().out
-  assert evaluate.main(["--checkpoint", workdir[0], "--out", out]) == 2  # no --data_dir
+  assert eval_cli.main(["--checkpoint", workdir[0], "--out", out]) == 2  # no --data_dir

@@ -15,7 +15,8 @@ import time
 
 import pytest
 
-from hawk_jax import evaluate
+from hawk_jax.eval import cli as eval_cli
+from hawk_jax.eval import evaluate
 from hawk_jax.eval import judge as judge_lib
 from hawk_jax.eval import report as report_lib
 
@@ -294,7 +295,7 @@ def test_evaluate_predictions_reports_both_tasks_with_judge_failures(server, tmp
     assert len(task_report["judge_failures"]) == 3 * len(FAILING)
   task_recs = [r for r in records if r["task"] == "qa"]
   assert saved["tasks"]["qa"]["bleu"] == pytest.approx(
-      evaluate.metrics.bleu([r["reference"] for r in task_recs],
+      evaluate.bleu_lib.bleu([r["reference"] for r in task_recs],
                             [r["prediction"] for r in task_recs]))
 
   markdown = (tmp_path / "out" / "report.md").read_text()
@@ -331,14 +332,14 @@ def test_cli_runs_the_judge_from_the_environment(server, tmp_path, monkeypatch, 
   out = tmp_path / "out"
   argv = ["--predictions", preds, "--out", str(out), "--judge_model", MODEL,
           "--judge_timeout", str(CLIENT_TIMEOUT_S), "--judge_attempts", "3"]
-  assert evaluate.main(argv) == 0
+  assert eval_cli.main(argv) == 0
   printed = capsys.readouterr().out
   assert "| HAWK (paper) | 0.319" in printed and "| Ours |" in printed
   assert "failed (unscored) items — reasonability 0/3" in printed
   assert (out / "report.json").exists() and (out / "report.md").exists()
   assert (out / "judge_cache.jsonl").exists()
   asked = server.count()
-  assert evaluate.main(argv) == 0  # The rerun is answered from the cache.
+  assert eval_cli.main(argv) == 0  # The rerun is answered from the cache.
   assert server.count() == asked
 
 
@@ -346,12 +347,12 @@ def test_cli_skips_the_judge_without_an_endpoint(tmp_path, monkeypatch, capsys):
   monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
   records = records_with_markers("description")[:2]
   preds = write_predictions(tmp_path / "p.jsonl", records)
-  assert evaluate.main(["--predictions", preds, "--out", str(tmp_path / "o")]) == 0
+  assert eval_cli.main(["--predictions", preds, "--out", str(tmp_path / "o")]) == 0
   captured = capsys.readouterr()
   assert "judge skipped: OPENAI_BASE_URL is not set" in captured.err
   assert "| Ours |" in captured.out
   monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
-  assert evaluate.main(["--predictions", preds, "--out", str(tmp_path / "o"), "--no_judge"]) == 0
+  assert eval_cli.main(["--predictions", preds, "--out", str(tmp_path / "o"), "--no_judge"]) == 0
   assert "judge skipped: --no_judge" in capsys.readouterr().err
 
 
@@ -371,6 +372,6 @@ def test_bad_prediction_lines_are_named(tmp_path, capsys, line, message):
   with pytest.raises(ValueError, match=re.escape(message)) as err:
     evaluate.load_predictions(str(path))
   assert f"{path}:3:" in str(err.value)
-  assert evaluate.main(["--predictions", str(path), "--out", str(tmp_path / "o"),
+  assert eval_cli.main(["--predictions", str(path), "--out", str(tmp_path / "o"),
                         "--no_judge"]) == 2
   assert f"{path}:3:" in capsys.readouterr().err

@@ -64,7 +64,7 @@ def test_tpu_pod_stage3_teardown_and_clone():
   assert "--spot" in lines[0]
   assert any("git clone --depth 1 --branch main https://github.com/x/hawk-jax.git"
              in _opt(l, "--command") for l in lines if "--command" in l)
-  run = [l for l in lines if "--command" in l and "hawk_jax.evaluate" in _opt(l, "--command")]
+  run = [l for l in lines if "--command" in l and "-m hawk_jax.eval " in _opt(l, "--command")]
   assert run and "--worker=0" in run[0]
   assert "--checkpoint gs://b/stage2 --data_dir gs://b/data/hawk --out gs://b/s3" in _opt(
       run[0], "--command")
@@ -152,7 +152,7 @@ def test_gpu_srun_dry_run():
       "/shared/s2", "--config.data.dir=/shared/hawk", "--config.init.from_stage=/shared/s1"]
   one = _lines(_run("gpu.sh", "--dry-run", "--launcher", "srun", "--nodes", "4", "--stage", "3",
                     "--workdir", "/s3", "--data", "/d", "--from_stage", "/s2"))[0]
-  assert one[1] == "--nodes=1" and "hawk_jax.evaluate" in one[-1]
+  assert one[1] == "--nodes=1" and "-m hawk_jax.eval " in one[-1]
 
 
 def test_gpu_ssh_dry_run():

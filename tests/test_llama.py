@@ -18,7 +18,7 @@ from hawk_jax.convert.llama_hf import (  # noqa: E402
     state_dict_from_params)
 from hawk_jax.convert.table import ConversionError, flax_to_torch, torch_to_flax  # noqa: E402
 from hawk_jax.models import llama as L  # noqa: E402
-from hawk_jax.models.configs import LlamaConfig  # noqa: E402
+from hawk_jax.models.model_config import LlamaConfig  # noqa: E402
 
 TOL = 1e-4
 
@@ -351,7 +351,7 @@ def test_sharded_grad_with_remat_on_a_2x2x2_mesh():
   import flax.linen as nn
 
   from hawk_jax import sharding as S
-  from hawk_jax.models.configs import hawk_config
+  from hawk_jax.models.model_config import hawk_config
   cfg = dataclasses.replace(hawk_config("tiny").llm, num_layers=2, remat_policy="full")
   model, params = L.init_params(cfg)
   mesh = S.make_mesh((2, 2, 2))

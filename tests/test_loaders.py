@@ -15,7 +15,7 @@ from data_pipelines import loaders
 from data_pipelines import records
 from data_pipelines import synthetic
 from hawk_jax import sharding
-from hawk_jax.models.configs import hawk_config
+from hawk_jax.models.model_config import hawk_config
 from hawk_jax.text import motion_text
 from hawk_jax.text import prompts
 from hawk_jax.text.caption import normalize_caption

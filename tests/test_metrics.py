@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from hawk_jax import metrics
+from hawk_jax.eval import bleu as metrics
 
 Bleu = pytest.importorskip("pycocoevalcap.bleu.bleu").Bleu
 

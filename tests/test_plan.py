@@ -12,8 +12,8 @@ import jax
 import pytest
 
 from hawk_jax import flops as flops_lib
-from hawk_jax import plan, planner
-from hawk_jax.config_io import load_config
+from hawk_jax.plan import cli as plan, estimate as planner
+from hawk_jax.stage_config import load_config
 from hawk_jax.hardware import chip
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -34,7 +34,7 @@ def _run_cli(args, tmp_path):
   env.pop("XLA_FLAGS", None)  # the planner sets its own device count
   env["HAWK_JAX_COMPILE_CACHE"] = os.environ.get("HAWK_JAX_TEST_CACHE",
                                                  "/tmp/hawk_jax_test_xla_cache")
-  return subprocess.run([sys.executable, "-m", "hawk_jax.plan", *args], cwd=ROOT, env=env,
+  return subprocess.run([sys.executable, "-m", "hawk_jax.plan.cli", *args], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=600)
 
 

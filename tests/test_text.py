@@ -5,7 +5,7 @@ import pickle
 import numpy as np
 import pytest
 
-from hawk_jax.models.configs import hawk_config
+from hawk_jax.models.model_config import hawk_config
 from hawk_jax.text import caption as caption_lib
 from hawk_jax.text import motion_text
 from hawk_jax.text import prompts

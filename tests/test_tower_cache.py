@@ -11,9 +11,9 @@ import pytest
 
 from data_pipelines import extract, loaders, records, synthetic, tower_cache
 from hawk_jax import checkpoint
-from hawk_jax.config_io import hawk_model_config, load_config
+from hawk_jax.stage_config import hawk_model_config, load_config
 from hawk_jax.models.hawk import Hawk, split_params
-from hawk_jax.train import cache_towers
+from hawk_jax.train import write_tower_cache as cache_towers
 from hawk_jax.train import data as train_data
 from hawk_jax.train.init import dummy_inputs
 from hawk_jax.train.loop import train_stage

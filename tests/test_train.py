@@ -12,7 +12,7 @@ import pytest
 
 from data_pipelines import extract, synthetic
 from hawk_jax import checkpoint
-from hawk_jax.config_io import hawk_model_config, load_config
+from hawk_jax.stage_config import hawk_model_config, load_config
 from hawk_jax.models.hawk import Hawk, split_params
 from hawk_jax.sharding import make_mesh, rules_as_list
 from hawk_jax.train.init import count, initialize

@@ -57,8 +57,8 @@ def to_torch(checkpoint_dir: str, out: str, full: bool = False, hf_llama: str | 
   """Export a workdir; returns the paths written."""
   import torch
 
-  from hawk_jax.convert.hawk_torch import hawk_to_torch, load_workdir_params
-  from hawk_jax.convert.torch_model import to_torch_state
+  from hawk_jax.convert.hawk_names import hawk_to_torch, load_workdir_params
+  from hawk_jax.convert.torch_hawk import to_torch_state
   config, params = load_workdir_params(checkpoint_dir, include_frozen=full or bool(hf_llama),
                                        step=step)
   trainable, full_state = hawk_to_torch(params, config)
@@ -231,8 +231,8 @@ def from_torch(out: str, size: str, variant: str, stage: int = 2, hawk: str | No
   import jax
 
   from hawk_jax import checkpoint
-  from hawk_jax.config_io import hawk_model_config
-  from hawk_jax.convert.hawk_torch import (abstract_params, assemble, hawk_groups,
+  from hawk_jax.stage_config import hawk_model_config
+  from hawk_jax.convert.hawk_names import (abstract_params, assemble, hawk_groups,
                                            hawk_params_from_torch)
   from hawk_jax.convert.table import check_shapes
   from hawk_jax.models.hawk import split_params

@@ -30,7 +30,7 @@ from hawk_jax.convert.blip2_tables import (fuse_qkv_bias, qformer_rules,  # noqa
 from hawk_jax.convert.table import (ConversionError, Rule, flatten, flax_to_torch,
                                     torch_to_flax)
 from hawk_jax.models.common import dtype_of
-from hawk_jax.models.configs import QFormerConfig, VisionConfig
+from hawk_jax.models.model_config import QFormerConfig, VisionConfig
 from hawk_jax.models.eva_vit import EvaViT
 from hawk_jax.models.qformer import QFormer
 

@@ -33,7 +33,7 @@ from hawk_jax.convert.blip2_hf import (dropped_vision_layers, qformer_params_fro
 from hawk_jax.convert.blip2_tables import qformer_text_only_pattern
 from hawk_jax.convert.table import ConversionError, check_shapes
 from hawk_jax.models.common import dtype_of
-from hawk_jax.models.configs import QFormerConfig, VisionConfig
+from hawk_jax.models.model_config import QFormerConfig, VisionConfig
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import numpy as np
 from hawk_jax.convert.table import (LINEAR, ConversionError, Rule, Transform, check_shapes,
                                     flax_to_torch, torch_to_flax)
 from hawk_jax.models.common import dtype_of
-from hawk_jax.models.configs import LlamaConfig
+from hawk_jax.models.model_config import LlamaConfig
 
 # Non-persistent buffers that older checkpoints (and released HAWK .pth files) still carry.
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)

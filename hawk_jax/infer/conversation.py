@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hawk_jax import generate as generate_lib
+from hawk_jax.infer import generate as generate_lib
 from hawk_jax.infer.engine import Engine, GenerationOptions, Video, round_up
 from hawk_jax.infer.text_stream import TextStream
 from hawk_jax.models.llama import Llama, for_decoding
@@ -39,7 +39,7 @@ class ContextFull(RuntimeError):
 def _extend(model: Llama, params, input_ids, mask, cache):
   """Appends [B, T] tokens (mask 0 = padding) to a cache -> (last-position logits [B, V], cache).
 
-  hawk_jax.generate's `prefill` starts a fresh cache and `decode_step` takes one token; a new
+  hawk_jax.infer.generate's `prefill` starts a fresh cache and `decode_step` takes one token; a new
   chat turn is several tokens on top of an existing cache."""
   logits, cache = model.apply({"params": params}, input_ids, attention_mask=mask, cache=cache,
                               last_only=True)

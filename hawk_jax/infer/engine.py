@@ -12,7 +12,7 @@ system prompt " ", frame timestamps, the question); a description is the answer 
 stage-2 description questions. Batches are left-padded (`attention_mask` marks real tokens) so
 every row ends at the same column; prompt lengths are rounded up to `prompt_bucket` so prompts
 of similar length share one compiled generation loop. The jitted pieces (video encoding, prompt
-embedding, and hawk_jax.generate's loops) are module-level and keyed by the model and shapes, so
+embedding, and hawk_jax.infer.generate's loops) are module-level and keyed by the model and shapes, so
 several engines over the same model reuse the compilations.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hawk_jax import generate as generate_lib
+from hawk_jax.infer import generate as generate_lib
 from hawk_jax.infer.load import load_workdir
 from hawk_jax.infer.text_stream import TextStream
 from hawk_jax.models.hawk import Hawk, check_visual_mask
@@ -74,7 +74,7 @@ class GenerationOptions:
     return cls(**values)
 
   def generate_kwargs(self) -> dict[str, Any]:
-    """Keyword arguments of `hawk_jax.generate.generate` / `stream` for this choice."""
+    """Keyword arguments of `hawk_jax.infer.generate.generate` / `stream` for this choice."""
     if self.strategy == "sample":
       return dict(do_sample=True, temperature=self.temperature, top_p=self.top_p,
                   rng=jax.random.PRNGKey(self.seed))

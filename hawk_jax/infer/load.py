@@ -27,9 +27,9 @@ import ml_collections
 import numpy as np
 
 from hawk_jax import checkpoint
-from hawk_jax.config_io import hawk_model_config
+from hawk_jax.stage_config import hawk_model_config
 from hawk_jax.convert.table import ConversionError, check_shapes
-from hawk_jax.models.configs import HawkConfig
+from hawk_jax.models.model_config import HawkConfig
 from hawk_jax.models.hawk import Hawk, merge_params, split_params
 from hawk_jax.train.init import abstract_boxed
 

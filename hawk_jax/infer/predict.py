@@ -7,7 +7,7 @@ generated in batches of a fixed size -- the last batch is padded by repetition -
 are left-padded to a bucketed length, so a whole run uses one or two compilations. Each video
 is encoded once even when several items (its description and its QA pairs) ask about it.
 
-`predict(engine, data_dir, ...)` returns the records `hawk_jax.evaluate.evaluate_predictions`
+`predict(engine, data_dir, ...)` returns the records `hawk_jax.eval.evaluate.evaluate_predictions`
 takes: {"task", "video", "question", "reference", "prediction"}.
 """
 from __future__ import annotations
@@ -87,7 +87,7 @@ def write_predictions(records, path: str) -> None:
 
 def add_predict_args(parser) -> None:
   """The `evaluate --checkpoint` route's flags (besides --out and the judge's)."""
-  from hawk_jax.infer import cli
+  from hawk_jax.infer import cli_flags as cli
   cli.add_model_args(parser, checkpoint_required=False)
   parser.add_argument("--data_dir", default=None,
                       help="pre-extracted dataset (with --checkpoint): its test split is "
@@ -102,7 +102,7 @@ def add_predict_args(parser) -> None:
 
 def predictions_from_checkpoint(args) -> list[dict[str, str]]:
   """The `evaluate --checkpoint` route: generate, write OUT/predictions.jsonl, return them."""
-  from hawk_jax.infer import cli
+  from hawk_jax.infer import cli_flags as cli
   if not args.data_dir:
     raise ValueError("--checkpoint needs --data_dir (the pre-extracted dataset to evaluate)")
   t0 = time.perf_counter()

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from hawk_jax.models.blip2_layers import DEFAULT_KERNEL_INIT, Dense, LayerNorm, attention, matmul
 from hawk_jax.models.common import (constrain, dtype_of, gelu_exact, maybe_remat,
                                     param_with_axes)
-from hawk_jax.models.configs import VisionConfig
+from hawk_jax.models.model_config import VisionConfig
 
 
 def _head_dim(config: VisionConfig) -> int:

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hawk_jax.models.common import constrain, dtype_of
-from hawk_jax.models.configs import HawkConfig
+from hawk_jax.models.model_config import HawkConfig
 from hawk_jax.models.eva_vit import EvaViT
 from hawk_jax.models.llama import Llama
 from hawk_jax.models.qformer import QFormer

@@ -59,7 +59,7 @@ import flax.linen as nn
 from hawk_jax.models.common import (constrain, contract_spec, dtype_of, einsum_f32,
                                     fused_attention, maybe_remat, param_with_axes,
                                     resolve_attention_impl, scale_queries)
-from hawk_jax.models.configs import LlamaConfig
+from hawk_jax.models.model_config import LlamaConfig
 
 Cache = dict[str, jax.Array]
 

@@ -24,7 +24,7 @@ import jax
 
 from hawk_jax.models.blip2_layers import Dense, LayerNorm, attention
 from hawk_jax.models.common import constrain, dtype_of, gelu_exact
-from hawk_jax.models.configs import QFormerConfig
+from hawk_jax.models.model_config import QFormerConfig
 
 _HIDDEN = ("activation_batch", "activation_length", "activation_embed")
 _HEADS = ("activation_batch", "activation_length", "activation_heads", "activation_head_dim")

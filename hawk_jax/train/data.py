@@ -5,7 +5,7 @@ import logging
 
 import jax
 
-from hawk_jax.config_io import hawk_model_config
+from hawk_jax.stage_config import hawk_model_config
 from hawk_jax.text.tokenizer import check_fits_vocab, load_tokenizer
 
 log = logging.getLogger("hawk_jax.train")
@@ -68,7 +68,7 @@ def check_tower_cache(cfg, frame_tokens_dir: str) -> None:
                 "randomly initialised and cannot be checked against the cache's (made from "
                 "%s)", meta.towers_workdir)
     return
-  from hawk_jax.train.cache_towers import read_towers
+  from hawk_jax.train.write_tower_cache import read_towers
   _, _, q = read_towers(prev, groups=("query_tokens",))
   probe = tower_cache.towers_probe(q["appearance"]["query_tokens"], q["motion"]["query_tokens"])
   if probe != meta.towers_probe:

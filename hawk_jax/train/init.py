@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hawk_jax import checkpoint
-from hawk_jax.models.configs import HawkConfig
+from hawk_jax.models.model_config import HawkConfig
 from hawk_jax.models.hawk import Hawk, split_params
 from hawk_jax.sharding import logical_to_sharding
 

@@ -19,13 +19,13 @@ import numpy as np
 
 from hawk_jax import checkpoint
 from hawk_jax import flops as flops_lib
-from hawk_jax.config_io import hawk_model_config
+from hawk_jax.stage_config import hawk_model_config
 from hawk_jax.hardware import chip as chip_spec
 from hawk_jax.models.hawk import Hawk, split_params
 from hawk_jax.sharding import batch_sharding, make_mesh, replicated, rules_as_list
 from hawk_jax.train import data as train_data
 from hawk_jax.train.init import count, initialize
-from hawk_jax.train.metrics_writer import MetricsWriter
+from hawk_jax.train.metrics_log import MetricsWriter
 from hawk_jax.train.optim import make_optimizer
 from hawk_jax.train.step import batch_keys, make_eval_step, make_train_step
 
@@ -254,7 +254,7 @@ def train_state_shardings(tx, trainable, train_shard, mesh) -> dict:
 
 def jit_train_step(model, cfg, tx, schedule, mesh, rules, state_shard, frozen_shard,
                    batch_ndim: dict):
-  """(jitted step, batch shardings): the step `train_stage` runs and `hawk_jax.plan` compiles
+  """(jitted step, batch shardings): the step `train_stage` runs and `hawk_jax.plan.cli` compiles
   ahead of time. `batch_ndim` maps each batch key to its rank. Trace or lower it inside
   `jax.set_mesh(mesh)`: without a mesh in context Flax's logical activation constraints are
   no-ops, and XLA is free to replicate whole towers (it replicated the ViT over the batch)."""

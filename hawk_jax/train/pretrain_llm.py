@@ -25,7 +25,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from hawk_jax import checkpoint, losses
-from hawk_jax.config_io import hawk_model_config
+from hawk_jax.stage_config import hawk_model_config
 from hawk_jax.models.hawk import Hawk, split_params
 from hawk_jax.models.llama import Llama
 from hawk_jax.sharding import make_mesh, rules_as_list

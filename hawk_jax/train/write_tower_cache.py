@@ -1,6 +1,6 @@
 """Cache the frozen towers' output for a pre-extracted dataset, so training skips the ViTs.
 
-  python -m hawk_jax.train.cache_towers --towers WORKDIR --data_dir DATA --out DIR \\
+  python -m hawk_jax.train.write_tower_cache --towers WORKDIR --data_dir DATA --out DIR \\
       [--split train,test] [--num_frames 32] [--batch_size 8] [--dtype float16]
 
 then train with `--config.data.frame_tokens_dir=DIR` (same num_frames; augmentation is then
@@ -36,8 +36,8 @@ import numpy as np
 
 from data_pipelines import tower_cache
 from hawk_jax import checkpoint
-from hawk_jax.config_io import hawk_model_config
-from hawk_jax.models.configs import HawkConfig
+from hawk_jax.stage_config import hawk_model_config
+from hawk_jax.models.model_config import HawkConfig
 from hawk_jax.models.hawk import Hawk, split_params
 from hawk_jax.sharding import DEFAULT_RULES, batch_sharding, make_mesh, replicated
 from hawk_jax.train.init import abstract_boxed
@@ -269,7 +269,7 @@ def _clear(out: str) -> None:
 
 
 def make_parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(prog="python -m hawk_jax.train.cache_towers", description=__doc__,
+  p = argparse.ArgumentParser(prog="python -m hawk_jax.train.write_tower_cache", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--towers", required=True,
                  help="workdir holding frozen/ (or frozen_ref.json) and config.json")

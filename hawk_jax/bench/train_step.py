@@ -1,6 +1,6 @@
 """Train-step throughput of the JAX HAWK on whatever devices are present (prints figures).
 
-  python -m hawk_jax.train.bench_step --size small --batch 2 --frames 8 --text_len 64 \
+  python -m hawk_jax.bench.train_step --size small --batch 2 --frames 8 --text_len 64 \
       [--variant paper] [--dtype bfloat16|float32] [--mesh 1,1,1] [--steps 10] [--chip cpu] \
       [--frame_tokens] [--attention auto|einsum|xla|cudnn]
 
@@ -10,7 +10,7 @@ step's jaxpr (hawk_jax/flops.py: scan bodies times their length, recomputation i
 to XLA's count of an unrolled lowering within 3%, and available on GPUs, where XLA's is not),
 so achieved FLOP/s and MFU against the chip's peak are printed beside the wall-clock figures.
 --frame_tokens feeds the frozen towers' output [B, T, Qi, Hq] in place of pixels (training
-from a tower cache, hawk_jax.train.cache_towers), so the step runs no ViT.
+from a tower cache, hawk_jax.train.write_tower_cache), so the step runs no ViT.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ import numpy as np
 
 from hawk_jax import flops as flops_lib
 from hawk_jax.hardware import chip as chip_spec
-from hawk_jax.models.configs import HawkConfig
+from hawk_jax.models.model_config import HawkConfig
 from hawk_jax.models.hawk import Hawk, split_params
 from hawk_jax.sharding import DEFAULT_RULES, batch_sharding, make_mesh, replicated
 from hawk_jax.train.init import param_shardings, random_init

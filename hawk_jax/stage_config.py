@@ -6,7 +6,7 @@ import os
 
 import ml_collections
 
-from hawk_jax.models.configs import HawkConfig
+from hawk_jax.models.model_config import HawkConfig
 
 
 def load_config(spec: str, overrides: dict | None = None) -> ml_collections.ConfigDict:

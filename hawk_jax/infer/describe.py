@@ -1,9 +1,9 @@
 """Describe the anomaly in a video (or answer a question about it) with a trained HAWK.
 
-  python -m hawk_jax.describe --checkpoint runs/stage2 clip.mp4
-  python -m hawk_jax.describe --checkpoint runs/stage2 clip.mp4 --question "Who falls?" \
+  python -m hawk_jax.infer.describe --checkpoint runs/stage2 clip.mp4
+  python -m hawk_jax.infer.describe --checkpoint runs/stage2 clip.mp4 --question "Who falls?" \
       --strategy sample --temperature 0.7 --top_p 0.9 --seed 1
-  python -m hawk_jax.describe --checkpoint runs/stage2 a.mp4 b.mp4 --strategy beam --num_beams 4
+  python -m hawk_jax.infer.describe --checkpoint runs/stage2 a.mp4 b.mp4 --strategy beam --num_beams 4
 
 One video: the answer is streamed to stdout token by token (beam search prints it when done).
 Several videos: they are answered as one batch and printed as `VIDEO<TAB>answer` lines. The
@@ -20,11 +20,11 @@ from typing import Sequence
 
 import numpy as np
 
-from hawk_jax.infer import cli
+from hawk_jax.infer import cli_flags as cli
 
 
 def _parse_args(argv):
-  parser = argparse.ArgumentParser(prog="python -m hawk_jax.describe", description=__doc__,
+  parser = argparse.ArgumentParser(prog="python -m hawk_jax.infer.describe", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("videos", nargs="+", metavar="VIDEO", help="video file(s)")
   parser.add_argument("--question", default=None,

@@ -7,7 +7,7 @@ when it does not fit.
 
 N fake CPU devices stand in for the slice (XLA_FLAGS is set here, before JAX starts); nothing
 is allocated: parameters, optimizer state and batch are abstract arrays with their shardings
-(hawk_jax.planner). With libtpu installed, `--tpu_topology v5e:8x8` compiles for the real TPU
+(hawk_jax.plan.estimate). With libtpu installed, `--tpu_topology v5e:8x8` compiles for the real TPU
 slice instead (jax.experimental.topologies); without it the flag falls back to fake devices.
 
 Options beyond the usual: --hbm_gib (override the chip's memory), --usable (fraction of HBM
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _load(args, overrides):
-  from hawk_jax.config_io import load_config
+  from hawk_jax.stage_config import load_config
   from hawk_jax.models.common import remat_names
   cfg = load_config(args.config)
   apply_overrides(cfg, overrides)
@@ -234,7 +234,8 @@ def _devices(args, out):
 
 
 def _run(args, overrides) -> int:
-  from hawk_jax import compile_cache, flops as flops_lib, planner
+  from hawk_jax import compile_cache, flops as flops_lib
+  from hawk_jax.plan import estimate as planner
   from hawk_jax.hardware import chip as chip_spec
 
   out = print
@@ -322,7 +323,7 @@ def _print_header(out, args, cfg, setup, chip, on_tpu, comp):
 
 
 def _print_memory(out, setup, mem, capacity, chip, args, fits):
-  from hawk_jax import planner
+  from hawk_jax.plan import estimate as planner
   n_train = planner.num_params(setup.state["trainable"])
   n_frozen = planner.num_params(setup.frozen)
   hbm = args.hbm_gib if args.hbm_gib is not None else chip.hbm_gib
@@ -348,7 +349,7 @@ def _print_memory(out, setup, mem, capacity, chip, args, fits):
 
 
 def _print_flops_and_time(out, chip, setup, executed, model, traffic, est, args):
-  from hawk_jax import planner
+  from hawk_jax.plan import estimate as planner
   n = setup.num_devices
   out("FLOPs per step (global, counted on the traced program, scanned layers x their count)")
   out(f"  executed {_tflop(executed.total)} (matmul {_tflop(executed.matmul)}), remat "
@@ -377,7 +378,7 @@ def _print_flops_and_time(out, chip, setup, executed, model, traffic, est, args)
 
 
 def _print_alternatives(out, setup, mem, capacity, args, devices, temp_scale) -> list:
-  from hawk_jax import planner
+  from hawk_jax.plan import estimate as planner
   over = mem.total - capacity
   big = max([("parameters + optimizer state", mem.state),
              ("activations/temporaries", mem.temp), ("batch", mem.batch)], key=lambda x: x[1])
@@ -420,12 +421,12 @@ def _print_alternatives(out, setup, mem, capacity, args, devices, temp_scale) ->
 
 
 def _print_generation(out, setup, chip, args, temp_scale) -> list:
-  from hawk_jax import planner
+  from hawk_jax.plan import estimate as planner
   try:
-    from hawk_jax import generate
+    from hawk_jax.infer import generate
     generate.prefill, generate.decode_step  # noqa: B018
   except (ImportError, AttributeError) as e:
-    out(f"generation: skipped (hawk_jax.generate has no prefill/decode_step to lower: {e})")
+    out(f"generation: skipped (hawk_jax.infer.generate has no prefill/decode_step to lower: {e})")
     return []
   cfg = setup.cfg
   batch = args.gen_batch or setup.global_batch

@@ -1,7 +1,7 @@
 """Inference timings: load, video encoding, prefill and decoding speed at several batch sizes.
 
-  python -m hawk_jax.infer.bench --checkpoint runs/stage2 --video clip.mp4
-  python -m hawk_jax.infer.bench --size small --batch 1,8 --max_new_tokens 64
+  python -m hawk_jax.bench.inference --checkpoint runs/stage2 --video clip.mp4
+  python -m hawk_jax.bench.inference --size small --batch 1,8 --max_new_tokens 64
 
 Without --checkpoint it writes a workdir of random weights for `--size` (the stage-2 config at
 that size) into a temporary folder, laid out as training writes it. Without --video it renders
@@ -28,7 +28,7 @@ def write_random_workdir(path: str, size: str, seed: int = 0, overrides: dict | 
   import jax
   from configs.common import base_config
   from hawk_jax import checkpoint
-  from hawk_jax.config_io import hawk_model_config
+  from hawk_jax.stage_config import hawk_model_config
   from hawk_jax.models.hawk import Hawk, split_params
   from hawk_jax.train.init import abstract_boxed
   cfg = base_config(2, f"size={size}")
@@ -80,7 +80,7 @@ def _timed(fn, *args, repeats: int = 3, **kwargs):
 def run(args) -> dict:
   import jax
   import jax.numpy as jnp
-  from hawk_jax import generate as generate_lib
+  from hawk_jax.infer import generate as generate_lib
   from hawk_jax.infer.engine import DEFAULT_QUESTION, Engine
   tmp = tempfile.mkdtemp(prefix="hawk_infer_bench_")
   workdir = args.checkpoint
@@ -123,7 +123,7 @@ def run(args) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m hawk_jax.infer.bench", description=__doc__,
+  parser = argparse.ArgumentParser(prog="python -m hawk_jax.bench.inference", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--checkpoint", default=None, help="trained workdir (default: random)")
   parser.add_argument("--size", default="tiny", help="model size of the random workdir")

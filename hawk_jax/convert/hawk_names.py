@@ -61,7 +61,7 @@ from hawk_jax.convert.lavis import load_lavis_state
 from hawk_jax.convert.llama_hf import llama_rules
 from hawk_jax.convert.table import (LINEAR, ConversionError, Rule, check_shapes, flax_to_torch,
                                     torch_to_flax)
-from hawk_jax.models.configs import HawkConfig
+from hawk_jax.models.model_config import HawkConfig
 from hawk_jax.models.hawk import TRAINABLE_GROUPS, merge_params, split_params
 
 
@@ -169,7 +169,7 @@ def hawk_groups(config: HawkConfig) -> list[Group]:
 def abstract_params(config: HawkConfig):
   """`Hawk(config)`'s unboxed parameter tree as ShapeDtypeStructs (jax.eval_shape; nothing is
   allocated)."""
-  from hawk_jax.summary import abstract_params as boxed_abstract
+  from hawk_jax.plan.param_summary import abstract_params as boxed_abstract
   return nn.meta.unbox(boxed_abstract(config))
 
 
@@ -322,7 +322,7 @@ def load_workdir_params(workdir, include_frozen: bool = True, step: int | None =
     from hawk_jax.infer.load import load_workdir
     _, model, params = load_workdir(os.fspath(workdir), step, dtype="config")
     return model.config, params
-  from hawk_jax.config_io import hawk_model_config
+  from hawk_jax.stage_config import hawk_model_config
   config = hawk_model_config(checkpoint.read_config(workdir))
   train_abs, frozen_abs = split_params(abstract_params(config), config)
   trainable, _ = checkpoint.restore_trainable(workdir, checkpoint.abstract_like(train_abs),

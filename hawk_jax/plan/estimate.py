@@ -45,9 +45,9 @@ import ml_collections
 from jax.sharding import Mesh, NamedSharding
 
 from hawk_jax import flops as flops_lib
-from hawk_jax.config_io import hawk_model_config
+from hawk_jax.stage_config import hawk_model_config
 from hawk_jax.hardware import Chip
-from hawk_jax.models.configs import HawkConfig
+from hawk_jax.models.model_config import HawkConfig
 from hawk_jax.models.hawk import Hawk, split_params
 from hawk_jax.sharding import make_mesh, rules_as_list
 from hawk_jax.train.init import param_shardings
@@ -66,7 +66,7 @@ PLAN_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0,
 # with --temp_scale; a TPU topology compile and an all-f32 model use 1.
 CPU_TEMP_SCALE = 0.5
 # Roofline step time (efficiency = overlap = 1) over the measured one for the hawk7b stage-2
-# step on one H200 (jax 0.11.2, random weights, `hawk_jax.train.bench_step --size hawk7b
+# step on one H200 (jax 0.11.2, random weights, `hawk_jax.bench.train_step --size hawk7b
 # --batch 8 --frames 32 --text_len 448 --remat full`): 456.4 TFLOP executed / 989 TFLOP/s =
 # 0.461 s roofline, 1.068 s measured with cuDNN attention (`attention_impl=auto`); 1.179 s
 # with the einsums. The FLOPs are recounted since: the run's own count (508.2) included
@@ -556,8 +556,8 @@ def plan_generation(setup: TrainSetup, batch: int, prompt_len: int, new_tokens: 
                     ) -> list[GenerationPart]:
   """Compile what one generation request runs: video encoding + prompt embedding, the LLM
   prefill of the prompt into a KV cache of prompt + `new_tokens` slots, and one decode step
-  (hawk_jax.generate's jitted functions)."""
-  from hawk_jax import generate
+  (hawk_jax.infer.generate's jitted functions)."""
+  from hawk_jax.infer import generate
   from hawk_jax.models.llama import Llama, cache_logical_axes, init_cache
 
   cfg, config, mesh, rules, model = setup.cfg, setup.config, setup.mesh, setup.rules, setup.model

