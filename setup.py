@@ -1,6 +1,6 @@
 from setuptools import find_packages, setup
 
-# torch is pinned: an unpinned torch pulls a multi-GB CUDA build (DESIGN.md §11).
+# torch is pinned: an unpinned torch pulls a multi-GB CUDA build (docs/model.md, "These machines").
 TORCH = ["torch==2.13.0", "transformers>=5.0,<6", "safetensors>=0.4"]
 
 setup(

@@ -1,8 +1,8 @@
 """Shared pieces of the stage configs (big_vision style: `get_config("size=tiny,variant=paper")`).
 
 `variant` switches each numeric difference between the paper and the released code
-(DESIGN.md §4): pixel normalisation, the motion mode, `query_tokens_motion` trainable, stage 2's
-L_ML, and whether both branches share one crop.
+(docs/model.md, "Paper and released code"): pixel normalisation, the motion mode,
+`query_tokens_motion` trainable, stage 2's L_ML, and whether both branches share one crop.
 """
 from __future__ import annotations
 
@@ -36,27 +36,19 @@ def parse_arg(arg: str | None) -> dict:
 
 
 def model_for(size: str, variant: str) -> HawkConfig:
-  """Model dims of `size` with the dtypes of DESIGN.md §3 (frozen towers bf16 at full size,
-  trainable parameters f32) and the variant's switches."""
-  cfg = hawk_config(size)
-  released = variant == "released"
-  if size in ("tiny", "small"):
-    # CPU sizes: float32 throughout so that smoke runs and parity checks are exact.
-    frozen = dict(dtype="float32", param_dtype="float32")
-    trainable = dict(dtype="float32", param_dtype="float32")
-    remat = "none"
-  else:
-    frozen = dict(dtype="bfloat16", param_dtype="bfloat16")
-    trainable = dict(dtype="bfloat16", param_dtype="float32")
-    remat = "full"
+  """Model dims of `size` in the size's precision (HawkConfig.with_dtype: float32 throughout
+  at the CPU sizes, so smoke runs and parity checks are exact; bf16 frozen towers and compute
+  with float32 trainable parameters at full size), remat at full size, and the variant's
+  switches."""
+  cpu_size = size in ("tiny", "small")
+  cfg = hawk_config(size).with_dtype("float32" if cpu_size else "bfloat16")
+  remat = "none" if cpu_size else "full"
   return dataclasses.replace(
       cfg,
-      vision=dataclasses.replace(cfg.vision, remat_policy=remat, **frozen),
-      qformer=dataclasses.replace(cfg.qformer, **frozen),
-      video_qformer=dataclasses.replace(cfg.video_qformer, **trainable),
-      llm=dataclasses.replace(cfg.llm, remat_policy=remat, **frozen),
-      normalize_pixels=not released,
-      trainable_query_tokens_motion=released,
+      vision=dataclasses.replace(cfg.vision, remat_policy=remat),
+      llm=dataclasses.replace(cfg.llm, remat_policy=remat),
+      normalize_pixels=variant != "released",
+      trainable_query_tokens_motion=variant == "released",
   )
 
 
@@ -124,7 +116,6 @@ def base_config(stage: int, arg: str | None) -> ml_collections.ConfigDict:
   c.train.log_every = 1 if tiny else 50
   c.train.ckpt_every = 20 if tiny else 1000
   c.train.keep_checkpoints = 2 if tiny else 3
-  c.train.eval_every = 0                # 0: only at the end
   c.train.eval_batches = 2
   # Peak FLOP/s the logged MFU is rated against (hawk_jax/hardware.py: cpu, v4, v5e, v5p, v6e,
   # h100, h200), times the number of devices.

@@ -1,4 +1,4 @@
-"""Reading annotation files into validated entries (DESIGN.md §5).
+"""Reading annotation files into validated entries (docs/model.md, "Data").
 
 Two layouts:
 - HAWK anomaly JSON: a list of `{"video": relpath, "description": str, "QA": [{"q", "a"}]}`

@@ -12,7 +12,7 @@ cache as the local CLI (so a rerun reuses what finished, and failures are record
 `.skip.json` shards). After the pipeline the driver reads the cache to name every skipped
 entry and prints the same summary, ending with `ok=<int> skipped=<int>`.
 Needs `pip install hawk-jax[beam]` (apache-beam; it does not share one environment with this
-project's pinned protobuf/pyarrow without downgrades, see DESIGN.md §11).
+project's pinned protobuf/pyarrow without downgrades, see docs/model.md, "These machines").
 """
 from __future__ import annotations
 
@@ -22,15 +22,13 @@ import time
 from typing import Sequence
 
 from data_pipelines import annotations as ann_lib
-from data_pipelines import clip_cache
-from data_pipelines import extract
+from data_pipelines import builders, clip_cache, extract
 
 
 def run(args, pipeline_args: list[str]) -> extract.Summary:
   import tensorflow_datasets as tfds
   from apache_beam.options.pipeline_options import PipelineOptions
   from etils import epath
-  from data_pipelines import builders
   start = time.time()
   options = extract.options_from_args(args)
   splits, skipped = extract.read_inputs(args)

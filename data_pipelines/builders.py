@@ -21,8 +21,7 @@ from typing import Any
 import tensorflow_datasets as tfds
 
 from data_pipelines import annotations as ann_lib
-from data_pipelines import clip_cache
-from data_pipelines import records
+from data_pipelines import clip_cache, records
 from data_pipelines import video as video_lib
 
 VERSION = tfds.core.Version("1.0.0")

@@ -1,4 +1,4 @@
-"""Pre-extraction CLI: videos + annotations -> TFDS ArrayRecord datasets (DESIGN.md §5).
+"""Pre-extraction CLI: videos + annotations -> TFDS ArrayRecord datasets (docs/model.md, "Data").
 
   python -m data_pipelines.extract --source hawk --annotations all_videos_train.json \
       [--test_annotations all_videos_test.json] --videos_dir Videos --out_dir /data/hawk
@@ -28,7 +28,7 @@ import time
 from typing import Any, Sequence
 
 from data_pipelines import annotations as ann_lib
-from data_pipelines import clip_cache
+from data_pipelines import builders, clip_cache
 
 
 @dataclasses.dataclass
@@ -116,7 +116,6 @@ def extract_videos(video_paths: list[str], options: clip_cache.ExtractOptions, c
 
 def _write_dataset(builder_cls, splits, options, out_dir, cache_dir, overwrite: bool):
   import tensorflow_datasets as tfds
-  from data_pipelines import builders
   builder = builder_cls(data_dir=out_dir, config=builders.VideoConfig.from_options(options),
                         splits=splits, cache_dir=cache_dir)
   up_to_date = builder.is_prepared() and not overwrite and all(
@@ -139,7 +138,6 @@ def options_from_args(args: argparse.Namespace) -> clip_cache.ExtractOptions:
 def read_inputs(args: argparse.Namespace):
   """(split -> entries, skipped list) after checking the folders and reading annotations."""
   from etils import epath
-  from data_pipelines import builders
   if not epath.Path(args.videos_dir).is_dir():
     raise ann_lib.AnnotationError(f"{args.videos_dir}: videos folder not found")
   splits, problems = builders.read_splits(args.source, args.annotations, args.videos_dir,
@@ -182,7 +180,6 @@ def finish(summary: Summary, builder, good, empty, out_dir) -> Summary:
 
 def run(args: argparse.Namespace) -> Summary:
   from etils import epath
-  from data_pipelines import builders
   start = time.time()
   options = options_from_args(args)
   splits, skipped = read_inputs(args)

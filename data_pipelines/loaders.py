@@ -2,12 +2,12 @@
 
 Training (stages 1 and 2)::
 
-  ds = make_train_loader(data_dir, stage=2, tokenizer=tok, num_frames=32, image_size=224,
-                         num_visual_tokens=64, max_len=512, ml_max_len=65, batch_size=4,
-                         seed=42, worker_count=4)
+  examples = TrainExamples(stage=2, num_frames=32, image_size=224, num_visual_tokens=64,
+                           max_len=512, ml_max_len=65, seed=42)
+  ds = make_train_loader(data_dir, examples, tok, batch_size=4, worker_count=4)
   it = iter(ds)                      # grain DatasetIterator: get_state() / set_state()
   batch = next(it)                   # numpy, leading axis = per-host batch
-  batch = put_on_mesh(batch, mesh)   # global jax.Arrays, batch axis sharded
+  batch = sharding.put_on_mesh(batch, mesh)   # global jax.Arrays (hawk_jax.sharding)
 
 The pipeline: `records.open_split` -> `MapDataset.source` -> seeded global shuffle (a new
 order each epoch) -> repeat (`num_epochs`, None = forever) -> per-example transform ->
@@ -58,8 +58,7 @@ import grain
 import jax
 import numpy as np
 
-from data_pipelines import records
-from data_pipelines import tower_cache
+from data_pipelines import records, tower_cache
 from hawk_jax.text import motion_text as motion_text_lib
 from hawk_jax.text import prompts
 from hawk_jax.text.caption import normalize_caption
@@ -189,56 +188,92 @@ def _padded(prompt: prompts.Prompt, length: int, pad_id: int, prefix: str = "") 
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainTransform:
-  """(index, raw record) -> one training example (see the module docstring). Picklable."""
+class TrainExamples:
+  """What a training example is made of: its stage, its shapes and how it is augmented. Built
+  once from a stage config (hawk_jax.train.data.train_examples) and handed to the loaders; it
+  also says what a batch of them looks like (`batch_spec`)."""
   stage: int
-  tokenizer: Any
   num_frames: int
   image_size: int
   num_visual_tokens: int
   max_len: int
-  ml_max_len: int
-  seed: int
-  augment: bool = True
-  shared_crop: bool = True  # False: the motion stream gets its own crop, as released
+  ml_max_len: int | None = None  # None: room for [BOS][motion tokens][max_text_tokens]
+  max_text_tokens: int = prompts.MAX_CAPTION_TOKENS  # stage-1 caption and motion text cap
+  seed: int = 0
+  augment: bool = True           # RandomResizedCrop (training only; never on cached tokens)
+  shared_crop: bool = True       # False: the motion stream gets its own crop, as released
   description_swap_probability: float = 0.5
-  max_text_tokens: int = prompts.MAX_CAPTION_TOKENS
-  motion_text_backend: str = "offline"
-  # True: records come joined with their tower cache (tower_cache.JoinedSource), and
-  # frames/motion are the cached frame tokens.
-  frame_tokens: bool = False
+  # "auto": spaCy with en_core_web_sm if installed, else the offline parser; resolved once
+  # by make_train_dataset.
+  motion_text_backend: str = "auto"
+  # A tower cache of the dataset (python -m hawk_jax.train.write_tower_cache): frames and
+  # motion are then its cached frame tokens, float32 [T, Qi, Hq], and augment must be False.
+  frame_tokens_dir: str = ""
 
   def __post_init__(self):
     if self.stage not in STAGES:
       raise ValueError(f"training stage must be one of {STAGES}, got {self.stage!r}")
-    if self.frame_tokens and self.augment:
-      raise ValueError("cached frame tokens cannot be augmented (RandomResizedCrop acts on "
-                       "pixels): pass augment=False with a tower cache")
+    if self.frame_tokens_dir and self.augment:
+      raise ValueError(f"frame_tokens_dir={self.frame_tokens_dir!r}: cached frame tokens "
+                       f"cannot be augmented (RandomResizedCrop acts on pixels); pass "
+                       f"augment=False")
     if self.num_visual_tokens <= 0 or self.num_visual_tokens % 2:
       raise ValueError(f"num_visual_tokens must be positive and even, got "
                        f"{self.num_visual_tokens}")
     if self.max_len < self.num_visual_tokens + 2:
       raise ValueError(f"max_len {self.max_len} leaves no room for text after BOS and "
                        f"{self.num_visual_tokens} visual tokens")
+    if self.ml_max_len is None:
+      object.__setattr__(self, "ml_max_len",
+                         1 + self.num_visual_tokens // 2 + self.max_text_tokens)
     if self.ml_max_len < self.num_visual_tokens // 2 + 2:
-      raise ValueError(f"ml_max_len {self.ml_max_len} leaves no room for motion text after BOS "
-                       f"and {self.num_visual_tokens // 2} motion tokens")
+      raise ValueError(f"ml_max_len {self.ml_max_len} leaves no room for motion text after "
+                       f"BOS and {self.num_visual_tokens // 2} motion tokens")
+
+  def batch_spec(self, batch_size: int, frame_token_shape: tuple[int, int] | None = None
+                 ) -> dict[str, jax.ShapeDtypeStruct]:
+    """Shapes and dtypes of a batch of `batch_size` examples (the module docstring's layout).
+    With a tower cache, `frame_token_shape` is the cached (Qi, Hq) per frame."""
+    t, s = self.num_frames, self.image_size
+    if self.frame_tokens_dir:
+      if frame_token_shape is None:
+        raise ValueError("batch_spec of cached frame tokens needs frame_token_shape (Qi, Hq)")
+      video = jax.ShapeDtypeStruct((batch_size, t, *frame_token_shape), np.float32)
+    else:
+      video = jax.ShapeDtypeStruct((batch_size, t, s, s, 3), np.uint8)
+    text = jax.ShapeDtypeStruct((batch_size, self.max_len), np.int32)
+    ml = jax.ShapeDtypeStruct((batch_size, self.ml_max_len), np.int32)
+    return {"frames": video, "motion": video,
+            **{k: text for k in TEXT_KEYS}, **{"ml_" + k: ml for k in TEXT_KEYS}}
+
+
+# The text arrays of an example (prompts.pad_right), and again prefixed "ml_" for the
+# motion-language pass.
+TEXT_KEYS = ("input_ids", "attention_mask", "visual_mask", "labels")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainTransform:
+  """(index, raw record) -> one training example (see the module docstring). Picklable."""
+  examples: TrainExamples
+  tokenizer: Any
 
   def _rng(self, index: int, stream: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([self.seed, index, stream]))
+    return np.random.default_rng(np.random.SeedSequence([self.examples.seed, index, stream]))
 
   def __call__(self, index: int, raw: dict[str, Any]) -> dict[str, np.ndarray]:
-    if self.frame_tokens:
+    ex = self.examples
+    if ex.frame_tokens_dir:
       decoded = _decode_without_pixels(raw)
-      frames, motion, timestamps = _cached_visual(raw, decoded, self.num_frames)
+      frames, motion, timestamps = _cached_visual(raw, decoded, ex.num_frames)
     else:
       decoded = records.decode_record(raw)
       crop_rng = motion_rng = None
-      if self.augment:
+      if ex.augment:
         crop_rng = self._rng(index, _CROP_STREAM)
-        if not self.shared_crop:
+        if not ex.shared_crop:
           motion_rng = self._rng(index, _MOTION_CROP_STREAM)
-      frames, motion, timestamps = _visual(decoded, self.num_frames, self.image_size, crop_rng,
+      frames, motion, timestamps = _visual(decoded, ex.num_frames, ex.image_size, crop_rng,
                                            motion_rng)
     try:
       texts = self._text_arrays(decoded, timestamps, index)
@@ -247,26 +282,26 @@ class TrainTransform:
     return {"frames": frames, "motion": motion, **texts}
 
   def _text_arrays(self, decoded, timestamps, index) -> dict[str, np.ndarray]:
-    tok, pad = self.tokenizer, self.tokenizer.pad_id
-    if self.stage == 1:
+    ex, tok, pad = self.examples, self.tokenizer, self.tokenizer.pad_id
+    if ex.stage == 1:
       caption = decoded["caption"] or decoded["description"]
       if not caption:
         raise ValueError("neither caption nor description for stage 1")
-      prompt = prompts.caption_prompt(tok, normalize_caption(caption), self.num_visual_tokens,
-                                      self.max_text_tokens)
+      prompt = prompts.caption_prompt(tok, normalize_caption(caption), ex.num_visual_tokens,
+                                      ex.max_text_tokens)
       motion_source = caption
     else:
       qa, _ = prompts.description_swap(decoded["qa"], decoded["description"],
                                        self._rng(index, _SWAP_STREAM),
-                                       self.description_swap_probability)
-      prompt = prompts.instruct_prompt(tok, qa, self.num_visual_tokens, timestamps,
-                                       max_len=self.max_len)
+                                       ex.description_swap_probability)
+      prompt = prompts.instruct_prompt(tok, qa, ex.num_visual_tokens, timestamps,
+                                       max_len=ex.max_len)
       motion_source = decoded["description"] or decoded["caption"]
-    text = motion_text_lib.extract_motion_text(motion_source, self.motion_text_backend)
-    ml_prompt = prompts.motion_language_prompt(tok, text, self.num_visual_tokens // 2,
-                                               self.max_text_tokens)
-    return {**_padded(prompt, self.max_len, pad),
-            **_padded(ml_prompt, self.ml_max_len, pad, prefix="ml_")}
+    text = motion_text_lib.extract_motion_text(motion_source, ex.motion_text_backend)
+    ml_prompt = prompts.motion_language_prompt(tok, text, ex.num_visual_tokens // 2,
+                                               ex.max_text_tokens)
+    return {**_padded(prompt, ex.max_len, pad),
+            **_padded(ml_prompt, ex.ml_max_len, pad, prefix="ml_")}
 
 
 # ------------------------------------------------------------------------------- loaders
@@ -286,72 +321,44 @@ def _shard(ds: grain.MapDataset, shard_index: int | None, shard_count: int | Non
   return ds[index::count]
 
 
-def make_train_dataset(data_dir: str, *, stage: int, tokenizer, num_frames: int,
-                       image_size: int, num_visual_tokens: int, max_len: int,
-                       ml_max_len: int | None = None, seed: int = 0, split: str = "train",
-                       num_epochs: int | None = None, shuffle: bool = True,
-                       augment: bool = True, shared_crop: bool = True,
-                       description_swap_probability: float = 0.5,
-                       max_text_tokens: int = prompts.MAX_CAPTION_TOKENS,
-                       motion_text_backend: str = "auto", shard_index: int | None = None,
-                       shard_count: int | None = None, source=None,
-                       frame_tokens_dir: str = "") -> grain.MapDataset:
+def make_train_dataset(data_dir: str, examples: TrainExamples, tokenizer, *,
+                       split: str = "train", num_epochs: int | None = None,
+                       shuffle: bool = True, shard_index: int | None = None,
+                       shard_count: int | None = None, source=None) -> grain.MapDataset:
   """The per-example MapDataset (after sharding, before batching). `source` replaces
-  `open_split(data_dir, split)` with any random-access source of raw records.
-
-  frame_tokens_dir: a tower cache of this dataset (hawk_jax.train.write_tower_cache); frames and
-  motion are then its cached frame tokens (float32 [T, Qi, Hq]) and `augment` must be False.
-
-  shared_crop=False gives the motion stream its own random crop (released HAWK transforms
-  the two streams one after the other); max_text_tokens caps the stage-1 caption and the
-  motion text (released max_txt_len 32); motion_text_backend is resolved here once
-  ("auto": spaCy with en_core_web_sm if installed, else the offline parser)."""
-  if ml_max_len is None:
-    ml_max_len = 1 + num_visual_tokens // 2 + max_text_tokens
+  `open_split(data_dir, split)` with any random-access source of raw records; with
+  `examples.frame_tokens_dir` every record is joined with its cached frame tokens."""
   if source is None:
     source = records.open_split(data_dir, split)
   if len(source) == 0:
     raise ValueError(f"{data_dir}: split {split!r} is empty")
-  if frame_tokens_dir:
-    if augment:
-      raise ValueError(f"frame_tokens_dir={frame_tokens_dir!r}: cached frame tokens cannot be "
-                       f"augmented (RandomResizedCrop acts on pixels); pass augment=False")
-    source = tower_cache.open_joined(source, frame_tokens_dir, split, num_frames=num_frames,
-                                     image_size=image_size)
-  transform = TrainTransform(
-      stage=stage, tokenizer=tokenizer, num_frames=num_frames, image_size=image_size,
-      num_visual_tokens=num_visual_tokens, max_len=max_len, ml_max_len=ml_max_len, seed=seed,
-      augment=augment, shared_crop=shared_crop,
-      description_swap_probability=description_swap_probability, max_text_tokens=max_text_tokens,
-      motion_text_backend=motion_text_lib.resolve_backend(motion_text_backend),
-      frame_tokens=bool(frame_tokens_dir))
+  if examples.frame_tokens_dir:
+    source = tower_cache.open_joined(source, examples.frame_tokens_dir, split,
+                                     num_frames=examples.num_frames,
+                                     image_size=examples.image_size)
+  examples = dataclasses.replace(
+      examples, motion_text_backend=motion_text_lib.resolve_backend(examples.motion_text_backend))
   ds = grain.MapDataset.source(source)
   if shuffle:
-    ds = ds.shuffle(seed=seed)
+    ds = ds.shuffle(seed=examples.seed)
   ds = ds.repeat(num_epochs)
-  ds = ds.map_with_index(transform)
+  ds = ds.map_with_index(TrainTransform(examples, tokenizer))
   return _shard(ds, shard_index, shard_count, finite=num_epochs is not None)
 
 
-def make_train_loader(data_dir: str, *, stage: int, tokenizer, num_frames: int,
-                      image_size: int, num_visual_tokens: int, max_len: int,
-                      ml_max_len: int | None = None, batch_size: int, seed: int = 0,
+def make_train_loader(data_dir: str, examples: TrainExamples, tokenizer, *, batch_size: int,
                       worker_count: int = 0, worker_buffer_size: int = 2,
-                      read_threads: int = 2, split: str = "train",
-                      num_epochs: int | None = None, **kwargs) -> grain.IterDataset:
+                      read_threads: int = 2, **kwargs) -> grain.IterDataset:
   """Batched training pipeline; `iter()` of it is a checkpointable grain DatasetIterator.
 
   batch_size is per host (the global batch is batch_size * process count). worker_count > 0
   decodes and augments in that many worker processes (the caller's entry point must be
-  `if __name__ == "__main__":` guarded and absl flags parsed). Other keyword arguments go to
-  `make_train_dataset`.
+  `if __name__ == "__main__":` guarded and absl flags parsed). Other keyword arguments (split,
+  num_epochs, shuffle, ...) go to `make_train_dataset`.
   """
   if batch_size < 1:
     raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-  ds = make_train_dataset(data_dir, stage=stage, tokenizer=tokenizer, num_frames=num_frames,
-                          image_size=image_size, num_visual_tokens=num_visual_tokens,
-                          max_len=max_len, ml_max_len=ml_max_len, seed=seed, split=split,
-                          num_epochs=num_epochs, **kwargs)
+  ds = make_train_dataset(data_dir, examples, tokenizer, **kwargs)
   ds = ds.batch(batch_size, drop_remainder=True)
   # A small prefetch buffer: each element is a whole batch of video frames.
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=read_threads,
@@ -360,24 +367,6 @@ def make_train_loader(data_dir: str, *, stage: int, tokenizer, num_frames: int,
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count,
                                                      per_worker_buffer_size=worker_buffer_size))
   return it
-
-
-def put_on_mesh(batch: dict[str, np.ndarray], mesh, rules=None) -> dict:
-  """Host-local numpy batch -> global jax.Arrays with the batch axis sharded over the batch
-  mesh axes (`hawk_jax.sharding.batch_sharding`, `rules` default DEFAULT_RULES); every host
-  passes its own shard."""
-  # Imported here: Grain workers unpickle this module and need no Flax.
-  from hawk_jax import sharding  # pylint: disable=g-import-not-at-top
-  rules = sharding.DEFAULT_RULES if rules is None else rules
-  out = {}
-  for name, value in batch.items():
-    value = np.asarray(value)
-    if value.dtype.kind not in "biuf":
-      raise TypeError(f"batch field {name!r} has dtype {value.dtype}; only numeric arrays go "
-                      f"on the mesh")
-    out[name] = jax.make_array_from_process_local_data(
-        sharding.batch_sharding(mesh, value.ndim, rules), value)
-  return out
 
 
 # ---------------------------------------------------------------------------- evaluation

@@ -1,4 +1,4 @@
-"""Motion frames between adjacent source frames (DESIGN.md §2).
+"""Motion frames between adjacent source frames (docs/model.md, "Motion").
 
 Motion is always computed between source frames i-1 and i at the full frame rate, for each
 sampled index i, on the frames after they were resized to size x size (as released HAWK does:
@@ -24,6 +24,8 @@ from typing import Any
 
 import cv2
 import numpy as np
+
+from data_pipelines import video as video_lib
 
 MOTION_MODES = ("flow_mask", "flow_soft", "frame_diff")
 
@@ -58,12 +60,6 @@ def apply_weight(frames: np.ndarray, weight: np.ndarray) -> np.ndarray:
   f2 = np.ascontiguousarray(frames).reshape(rows, -1)
   w2 = np.repeat(weight[..., None], 3, axis=-1).reshape(rows, -1)
   return cv2.multiply(f2, w2, scale=1.0 / 255.0).reshape(frames.shape)
-
-
-def apply_weight_reference(frames: np.ndarray, weight: np.ndarray) -> np.ndarray:
-  """The defining integer formula of apply_weight, for tests and documentation."""
-  out = (frames.astype(np.uint16) * weight[..., None].astype(np.uint16) + 127) // 255
-  return out.astype(np.uint8)
 
 
 def to_grey(rgb: np.ndarray) -> np.ndarray:
@@ -128,7 +124,6 @@ def extract(video_path: str, num_frames: int = 32, size: int = 224, mode: str = 
   Raises:
     video.VideoError naming the file and the reason for bad input.
   """
-  from data_pipelines import video as video_lib
   if mode not in MOTION_MODES:
     raise ValueError(f"unknown motion mode {mode!r}; expected one of {MOTION_MODES}")
   clip = video_lib.read_clip(video_path, num_frames=num_frames, size=size, sampling=sampling,

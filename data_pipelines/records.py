@@ -3,7 +3,7 @@
 Both TFDS builders (`hawk_anomaly`, `video_captions`) write ArrayRecord examples with the
 features of `features()`: frames as JPEG bytes, motion WEIGHTS as PNG bytes (one per frame),
 timestamps/indices/fps/num_source_frames, and text. Records hold only arrays, numbers and
-text (DESIGN.md §5). `decode_record` is the one place that turns a stored example back into
+text (docs/model.md, "Data"). `decode_record` is the one place that turns a stored example back into
 frames and motion frames (with motion.apply_weight, as extract() does), and `open_split` gives
 random access to a written split without decoding anything, so decoding can happen in Grain
 worker processes.

@@ -1,15 +1,13 @@
 """A cache of the frozen towers' output per record, so training can skip the frozen ViT.
 
 The appearance and motion branches each run a frozen EVA ViT, `ln_vision` and a frozen image
-Q-Former over every frame before anything trainable happens (DESIGN.md §1). Their output,
-[T, Qi, Hq] per branch and video (Qi query tokens of width Hq per frame), depends only on the
-frozen parameters and the pixels, so it can be computed once
-(`python -m hawk_jax.train.write_tower_cache`) and read back by the training loader in place of the
-pixels (`make_train_loader(..., frame_tokens_dir=DIR, augment=False)`, or
-`--config.data.frame_tokens_dir=DIR` for `python -m hawk_jax.train`). A training step then runs
-no ViT at all: at `hawk7b` (32 frames, XLA's count) a stage-2 step on one sample padded to 512
-tokens is 56.2 TFLOP from pixels and 21.7 TFLOP from cached tokens (2.6x fewer), and 44.0 vs
-9.5 TFLOP (4.6x) at 192 tokens; at `tiny` the ViT is a smaller share (1.32 vs 0.93 GFLOP).
+Q-Former over every frame before anything trainable happens (docs/model.md, "The model").
+Their output, [T, Qi, Hq] per branch and video (Qi query tokens of width Hq per frame),
+depends only on the frozen parameters and the pixels, so it can be computed once
+(`python -m hawk_jax.train.write_tower_cache`) and read back by the training loader in place
+of the pixels (`TrainExamples(frame_tokens_dir=DIR, augment=False)`, or
+`--config.data.frame_tokens_dir=DIR` for `python -m hawk_jax.train`). A training step then
+runs no ViT at all (what that saves: BENCHMARKS.md, "Training from the tower cache").
 
 What it costs:
 - No pixel augmentation. The cache holds the towers' output for the plain resize of the stored
@@ -246,7 +244,8 @@ def read_split_info(cache_dir: str, split: str) -> dict:
                   if os.path.exists(os.path.join(cache_dir, d, SPLIT_FILE))) \
         if os.path.isdir(cache_dir) else []
     raise FileNotFoundError(f"{cache_dir}: the tower cache has no split {split!r} (it has "
-                            f"{have}); run python -m hawk_jax.train.write_tower_cache --split {split}")
+                            f"{have}); run python -m hawk_jax.train.write_tower_cache "
+                            f"--split {split}")
   with open(path, encoding="utf-8") as f:
     return json.load(f)
 
@@ -299,7 +298,8 @@ class TokenSource:
     if missing:
       raise CacheError(f"{split_dir(self.cache_dir, split)}: incomplete tower cache, "
                        f"{len(missing)} of {info['num_shards']} shards missing (first "
-                       f"{missing[:5]}); rerun python -m hawk_jax.train.write_tower_cache to finish")
+                       f"{missing[:5]}); rerun python -m hawk_jax.train.write_tower_cache to "
+                       "finish")
     from array_record.python.array_record_data_source import ArrayRecordDataSource
     paths = [shard_path(self.cache_dir, split, k) for k in range(info["num_shards"])]
     self._records = ArrayRecordDataSource(paths)

@@ -1,4 +1,4 @@
-"""Video decoding and frame sampling (DESIGN.md §2, §5).
+"""Video decoding and frame sampling (docs/model.md, "Motion" and "Data").
 
 Sampling follows released HAWK (`hawk/processors/video_processor.py`):
 - `uniform` (stage 2 and eval): `np.arange(0, n, n / T).astype(int)`;
@@ -8,7 +8,7 @@ Sampling follows released HAWK (`hawk/processors/video_processor.py`):
 Motion needs the source frame before each sampled one, so index 0 becomes 1 (released
 `compute_optical_flow` sets `frame_list[0] = 1`; we move every 0, which only differs when
 indices repeat). Appearance and motion use the same indices (released samples them separately;
-DESIGN.md §2 asks for the same ones). Timestamps are index / fps seconds.
+docs/model.md, "Motion" asks for the same ones). Timestamps are index / fps seconds.
 
 Short videos: fewer than 2 source frames is bad input (no pair for motion). For
 2 <= n < T, `short_policy` decides:

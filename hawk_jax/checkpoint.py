@@ -16,11 +16,13 @@ Layout of a workdir:
                              meta       (JsonSave) — step, stage, variant, ...
 Saves are asynchronous; an interrupted save leaves a `*.orbax-checkpoint-tmp*` folder that
 `latest_step()` skips. Restoring takes abstract targets (ShapeDtypeStruct with shardings), so a
-checkpoint restores onto any mesh.
+checkpoint restores onto any mesh. Reading the parameters of a workdir (which step, which parts,
+which dtype) is hawk_jax/workdir.py, built on `restore_params` here.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 from typing import Any
 
@@ -55,17 +57,47 @@ def save_params(directory, params) -> None:
     ckptr.save(path, params, force=True)
 
 
-def load_params(directory, target) -> Any:
-  """Restore a `save_params` tree onto `target` (ShapeDtypeStructs with shardings)."""
+def has_params(directory) -> bool:
+  return _abs(directory).exists()
+
+
+def saved_shapes(directory) -> Any:
+  """The tree stored in a parameter folder (`save_params`, or a checkpoint step's
+  `trainable`), as ShapeDtypeStructs, from its metadata alone."""
   path = _abs(directory)
   if not path.exists():
     raise FileNotFoundError(f"{path}: no saved parameters")
-  with ocp.StandardCheckpointer() as ckptr:
-    return ckptr.restore(path, target)
+  # Orbax warns that a bare item folder has no step metadata; that is expected here.
+  quiet = logging.getLogger("absl")
+  level = quiet.level
+  quiet.setLevel(logging.ERROR)
+  try:
+    with ocp.StandardCheckpointer() as ckptr:
+      meta = ckptr.metadata(path).item_metadata
+  finally:
+    quiet.setLevel(level)
+  tree = getattr(meta, "tree", meta)
+  return jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype), tree)
 
 
-def has_params(directory) -> bool:
-  return _abs(directory).exists()
+def restore_params(directory, target) -> Any:
+  """Reads the leaves `target` names from a parameter folder (`save_params`, or a checkpoint
+  step's `trainable`): the one restore every reader of parameters goes through.
+
+  `target` is a tree of ShapeDtypeStructs, the whole stored tree or any part of it; each leaf
+  is read straight onto its `sharding` (none: the first local device) and cast to its dtype,
+  so a 7B tower lands sharded on a mesh without passing through one host's memory."""
+  path = _abs(directory)
+  if not path.exists():
+    raise FileNotFoundError(f"{path}: no saved parameters")
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  target = jax.tree.map(
+      lambda s: s if getattr(s, "sharding", None) is not None else
+      jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), target)
+  restore_args = ocp.checkpoint_utils.construct_restore_args(target)
+  with ocp.PyTreeCheckpointer() as ckptr:
+    return ckptr.restore(path, args=ocp.args.PyTreeRestore(
+        item=target, restore_args=restore_args, partial_restore=True))
 
 
 FROZEN_REF = "frozen_ref.json"
@@ -179,19 +211,6 @@ class TrainCheckpoints:
   def close(self) -> None:
     self.manager.wait_until_finished()
     self.manager.close()
-
-
-def restore_trainable(workdir, target, step: int | None = None):
-  """Partial restore: only the trainable parameters of another run's last (or given) step —
-  how stage 2 starts from stage 1 and stage 3 from stage 2."""
-  ckpts = TrainCheckpoints(_abs(workdir) / "checkpoints", async_save=False)
-  step = ckpts.latest_step() if step is None else step
-  if step is None:
-    raise FileNotFoundError(f"{workdir}: no finished checkpoint to start from")
-  out = ckpts.manager.restore(
-      step, args=ocp.args.Composite(trainable=ocp.args.StandardRestore(target)))
-  ckpts.manager.close()
-  return out["trainable"], step
 
 
 def abstract_like(tree, shardings=None):

@@ -1,8 +1,8 @@
 """FLOPs of a traced JAX program, counted from its jaxpr.
 
 `compiled.cost_analysis()` counts the body of a scanned loop once, so for a model with scanned
-layers it undercounts by the number of layers (DESIGN.md §6). Counting on the jaxpr instead
-multiplies every `scan` body by its length, sees through `pjit`, `remat`, `custom_vjp` and
+layers it undercounts by the number of layers (docs/model.md, "Scale"). Counting on the jaxpr
+instead multiplies every `scan` body by its length, sees through `pjit`, `remat`, `custom_vjp` and
 `cond` (the most expensive branch), and costs one trace -- no unrolled lowering, no compile.
 
 The rules follow XLA's HloCostAnalysis so the two agree on an unrolled program: a dot is

@@ -1,7 +1,8 @@
 """Peak figures of the chips people train on, for MFU estimates and the planner.
 
-bf16 dense matmul peak FLOP/s and memory per chip (vendor figures). `cpu` is what DESIGN.md
-§11 measured on the 2-core machines here (bf16 with f32 accumulation; f32 ~0.28 TFLOP/s).
+bf16 dense matmul peak FLOP/s and memory per chip (vendor figures). `cpu` is what was measured
+on the 2-core development machines (docs/model.md, "These machines": bf16 with f32
+accumulation; f32 ~0.28 TFLOP/s).
 
 Interconnect (for hawk_jax.plan.estimate's collective-time estimate): `ici_gbps` is the chip's
 bidirectional chip-to-chip bandwidth in GB/s (Cloud TPU docs: v5e 400, v5p 1200, v6e 800; v4

@@ -1,4 +1,4 @@
-"""HAWK's losses (DESIGN.md §3).
+"""HAWK's losses (docs/model.md, "Losses and stages").
 
 - `lm_loss`: causal-LM cross-entropy, HF convention (logits at t predict labels at t+1;
   label -100 is ignored), averaged over the supervised tokens of the whole batch.
@@ -37,7 +37,8 @@ def lm_loss(logits, labels):
 def consistency_loss(tight_a, tight_b, eps: float = 1e-8):
   a = tight_a.astype(jnp.float32).reshape(-1)
   b = tight_b.astype(jnp.float32).reshape(-1)
-  cos = jnp.dot(a, b) / (jnp.maximum(jnp.linalg.norm(a), eps) * jnp.maximum(jnp.linalg.norm(b), eps))
+  norms = jnp.maximum(jnp.linalg.norm(a), eps) * jnp.maximum(jnp.linalg.norm(b), eps)
+  cos = jnp.dot(a, b) / norms
   return 1.0 - cos
 
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import flax.linen as nn
 import jax
 import numpy as np
-from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
-import flax.linen as nn
+from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 MESH_AXES = ("data", "fsdp", "tensor")
 
@@ -90,3 +91,17 @@ def batch_sharding(mesh: Mesh, ndim: int, rules=DEFAULT_RULES) -> NamedSharding:
 
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
+
+
+def put_on_mesh(batch: dict, mesh: Mesh, rules=DEFAULT_RULES) -> dict:
+  """Host-local numpy batch -> global jax.Arrays with the batch axis sharded over the batch
+  mesh axes (`batch_sharding`); every host passes its own shard."""
+  out = {}
+  for name, value in batch.items():
+    value = np.asarray(value)
+    if value.dtype.kind not in "biuf":
+      raise TypeError(f"batch field {name!r} has dtype {value.dtype}; only numeric arrays go "
+                      f"on the mesh")
+    out[name] = jax.make_array_from_process_local_data(
+        batch_sharding(mesh, value.ndim, rules), value)
+  return out

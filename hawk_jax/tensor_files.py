@@ -1,7 +1,8 @@
 """Reading and writing tensor files safely: safetensors, or torch.load(weights_only=True).
 
 Nothing here unpickles arbitrary objects: a `.pth` that needs it is refused with a message that
-says why (DESIGN.md §7). All tensors come back as numpy arrays (bf16 as float32 unless asked).
+says why (docs/model.md, "Checkpoints and conversion"). All tensors come back as numpy arrays
+(bf16 as float32 unless asked).
 """
 from __future__ import annotations
 

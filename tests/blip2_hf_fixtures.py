@@ -6,8 +6,7 @@ a dropped bias; every tensor is re-drawn here. EVA has no k bias, so the k third
 """
 import numpy as np
 import torch
-from transformers import (Blip2QFormerConfig, Blip2QFormerModel, Blip2VisionConfig,
-                          Blip2VisionModel)
+from transformers import Blip2QFormerConfig, Blip2QFormerModel, Blip2VisionConfig, Blip2VisionModel
 
 
 def randomize(model: torch.nn.Module, seed: int, std: float = 0.3) -> torch.nn.Module:

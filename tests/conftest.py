@@ -22,4 +22,5 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
 def pytest_configure(config):
-  config.addinivalue_line("markers", "slow: long-running (full-size compile, soak); run with -m slow")
+  config.addinivalue_line("markers",
+                          "slow: long-running (full-size compile, soak); run with -m slow")

@@ -7,7 +7,9 @@ import subprocess
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests import support
+
+ROOT = str(support.ROOT)
 
 
 def _run(script, *args):
@@ -40,9 +42,9 @@ def test_tpu_pod_dry_run_stage2():
   assert _opt(create[cut:], "--accelerator-type") == "v5litepod-64"
   assert _opt(create[cut:], "--version") == "v2-alpha-tpuv5-lite"
   assert _opt(create[cut:], "--zone") == "us-west4-a" and _opt(create[cut:], "--project") == "proj"
-  ssh = [l for l in lines if l[:5] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh"]]
-  assert all("--worker=all" in l for l in ssh)
-  install = [l for l in ssh if "pip install" in _opt(l, "--command")]
+  ssh = [line for line in lines if line[:5] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh"]]
+  assert all("--worker=all" in line for line in ssh)
+  install = [line for line in ssh if "pip install" in _opt(line, "--command")]
   assert install and '".[tpu]"' in _opt(install[0], "--command")
   remote = shlex.split(_opt(ssh[-1], "--command").split("&& cd ~/hawk-jax &&")[1])
   train = remote[:remote.index("2>&1")]
@@ -53,7 +55,7 @@ def test_tpu_pod_dry_run_stage2():
                    "--config.optim.peak_lr=2e-5"]
   scp = lines[-1]
   assert scp[:5] == ["gcloud", "compute", "tpus", "tpu-vm", "scp"] and "logs/hawk-v5e" in scp
-  assert not any("delete" in l for l in lines)
+  assert not any("delete" in line for line in lines)
 
 
 def test_tpu_pod_stage3_teardown_and_clone():
@@ -63,8 +65,9 @@ def test_tpu_pod_stage3_teardown_and_clone():
                       "--teardown"))
   assert "--spot" in lines[0]
   assert any("git clone --depth 1 --branch main https://github.com/x/hawk-jax.git"
-             in _opt(l, "--command") for l in lines if "--command" in l)
-  run = [l for l in lines if "--command" in l and "-m hawk_jax.eval " in _opt(l, "--command")]
+             in _opt(line, "--command") for line in lines if "--command" in line)
+  run = [line for line in lines
+         if "--command" in line and "-m hawk_jax.eval " in _opt(line, "--command")]
   assert run and "--worker=0" in run[0]
   assert "--checkpoint gs://b/stage2 --data_dir gs://b/data/hawk --out gs://b/s3" in _opt(
       run[0], "--command")
@@ -158,13 +161,13 @@ def test_gpu_srun_dry_run():
 def test_gpu_ssh_dry_run():
   r = _run("gpu.sh", "--dry-run", "--launcher", "ssh", "--hosts", "gpu-a,gpu-b,gpu-c",
            "--port", "9000", "--stage", "1", "--size", "hawk7b", "--workdir", "/r/s1", "--data",
-           "/d/captions", "--repo_dir", "/code", "--logs", "/tmp/l")
+           "/d/captions", "--repo_dir", "/code", "--logs", "/tmp/line")
   assert r.returncode == 0, r.stderr
   lines = r.stdout.strip().splitlines()
-  assert lines[0] == "mkdir -p /tmp/l" and lines[-1] == "wait"
+  assert lines[0] == "mkdir -p /tmp/line" and lines[-1] == "wait"
   for i, (line, host) in enumerate(zip(lines[1:-1], ["gpu-a", "gpu-b", "gpu-c"])):
     argv = shlex.split(line)
-    assert argv[:2] == ["ssh", host] and argv[-4:] == [">", f"/tmp/l/{host}.log", "2>&1", "&"]
+    assert argv[:2] == ["ssh", host] and argv[-4:] == [">", f"/tmp/line/{host}.log", "2>&1", "&"]
     remote = shlex.split(argv[2])
     assert remote[:3] == ["cd", "/code", "&&"]
     assert remote[3:6] == ["JAX_COORDINATOR_ADDRESS=gpu-a:9000", "JAX_NUM_PROCESSES=3",

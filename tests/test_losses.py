@@ -51,7 +51,8 @@ def test_lm_loss_chunked_equals_lm_loss_in_value_and_gradient():
   labels = rng.integers(0, 13, size=(3, 50))
   labels[:, :37] = -100   # whole chunks without a target are skipped
   labels[1, 45:] = -100
-  fn = lambda h: h @ head
+  def fn(h):
+    return h @ head
   want, n = losses.lm_loss(fn(hidden), labels)
   got, m = losses.lm_loss_chunked(hidden, labels, fn, chunk=16)
   np.testing.assert_allclose(float(got), float(want), rtol=1e-6)

@@ -2,10 +2,11 @@
 import os
 import sys
 
+from hawk_jax.bench.side_by_side import main
+
 if __name__ == "__main__":
   # PyTorch's OpenMP threads spin-wait for work by default; on 2 cores shared with XLA's
   # threads and other processes that made its steps up to 10x slower. Passive waiting is its
   # best setting here (set before torch loads OpenMP).
   os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-  from hawk_jax.bench.side_by_side import main
   sys.exit(main())

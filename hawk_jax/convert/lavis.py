@@ -28,8 +28,12 @@ from typing import Mapping
 import numpy as np
 
 from hawk_jax import tensor_files
-from hawk_jax.convert.blip2_hf import (dropped_vision_layers, qformer_params_from_state,
-                                       vision_param_shapes, vision_params_from_state)
+from hawk_jax.convert.blip2_hf import (
+  dropped_vision_layers,
+  qformer_params_from_state,
+  vision_param_shapes,
+  vision_params_from_state,
+)
 from hawk_jax.convert.blip2_tables import qformer_text_only_pattern
 from hawk_jax.convert.table import ConversionError, check_shapes
 from hawk_jax.models.common import dtype_of

@@ -13,10 +13,19 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from hawk_jax.convert.table import (LINEAR, ConversionError, Rule, Transform, check_shapes,
-                                    flax_to_torch, torch_to_flax)
+from hawk_jax.convert.table import (
+  LINEAR,
+  ConversionError,
+  Rule,
+  Transform,
+  check_shapes,
+  flax_to_torch,
+  torch_to_flax,
+)
 from hawk_jax.models.common import dtype_of
+from hawk_jax.models.llama import Llama, param_shapes
 from hawk_jax.models.model_config import LlamaConfig
+from hawk_jax.tensor_files import load_safetensors_folder, read_json
 
 # Non-persistent buffers that older checkpoints (and released HAWK .pth files) still carry.
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
@@ -164,7 +173,6 @@ def params_from_state_dict(state: Mapping[str, np.ndarray], cfg: LlamaConfig,
 
   With `strict`, a key under `prefix` that the table does not know is an error naming it.
   """
-  from hawk_jax.models.llama import param_shapes
   params, used = torch_to_flax(state, llama_rules(cfg), cfg.num_layers, scan=cfg.scan_layers,
                                prefix=prefix, dtype=dtype)
   if strict:
@@ -194,8 +202,6 @@ def llama_from_hf(folder: str, dtype=None, scan_layers: bool = True, **config_ov
   """
   import jax.numpy as jnp
 
-  from hawk_jax.models.llama import Llama
-  from hawk_jax.tensor_files import load_safetensors_folder, read_json
   cfg_path = os.path.join(folder, "config.json")
   if not os.path.exists(cfg_path):
     raise FileNotFoundError(f"{folder}: no config.json (expected a save_pretrained folder)")

@@ -15,6 +15,8 @@ from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
+from hawk_jax.models.params import shape_problems
+
 
 @dataclasses.dataclass(frozen=True)
 class Transform:
@@ -30,19 +32,6 @@ LINEAR = Transform(lambda x: np.ascontiguousarray(x.T), lambda x: np.ascontiguou
 def reshape(flax_shape_fn, torch_shape_fn) -> Transform:
   """Reshape transform; each fn maps the input array to the target shape tuple."""
   return Transform(lambda x: x.reshape(flax_shape_fn(x)), lambda x: x.reshape(torch_shape_fn(x)))
-
-
-def compose(*ts: Transform) -> Transform:
-  def fwd(x):
-    for t in ts:
-      x = t.fwd(x)
-    return x
-
-  def inv(x):
-    for t in reversed(ts):
-      x = t.inv(x)
-    return x
-  return Transform(fwd, inv)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,7 +104,8 @@ def torch_to_flax(state: Mapping[str, np.ndarray], rules: list[Rule], num_layers
         missing.append(key)
         continue
       used.add(key)
-      _set(params, rule.flax_path.split("/"), np.asarray(rule.transform.fwd(np.asarray(state[key]))))
+      value = rule.transform.fwd(np.asarray(state[key]))
+      _set(params, rule.flax_path.split("/"), np.asarray(value))
   if missing and strict:
     raise ConversionError(f"missing {len(missing)} tensor(s) in the source state dict, e.g. "
                           f"{missing[:5]}")
@@ -148,30 +138,8 @@ def _map(tree, fn):
   return fn(tree)
 
 
-def flatten(tree: Mapping, sep: str = "/") -> dict[str, object]:
-  out = {}
-
-  def rec(t, pre):
-    if isinstance(t, Mapping):
-      for k, v in t.items():
-        rec(v, f"{pre}{sep}{k}" if pre else str(k))
-    else:
-      out[pre] = t
-  rec(tree, "")
-  return out
-
-
 def check_shapes(params: Mapping, expected: Mapping, what: str = "params") -> None:
   """Compare a converted param tree with the model's eval_shape tree; errors name the path."""
-  got, want = flatten(params), flatten(expected)
-  problems = []
-  for k in sorted(set(want) - set(got)):
-    problems.append(f"missing {k} {tuple(want[k].shape)}")
-  for k in sorted(set(got) - set(want)):
-    problems.append(f"unexpected {k} {tuple(np.shape(got[k]))}")
-  for k in sorted(set(got) & set(want)):
-    if tuple(np.shape(got[k])) != tuple(want[k].shape):
-      problems.append(f"shape of {k}: got {tuple(np.shape(got[k]))}, model wants "
-                      f"{tuple(want[k].shape)}")
+  problems = shape_problems(params, expected)
   if problems:
     raise ConversionError(f"{what}: {len(problems)} problem(s): " + "; ".join(problems[:10]))

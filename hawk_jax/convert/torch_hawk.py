@@ -34,15 +34,21 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import (Blip2QFormerConfig, Blip2QFormerModel, Blip2VisionConfig,
-                          Blip2VisionModel, LlamaConfig, LlamaForCausalLM)
+from transformers import (
+  Blip2QFormerConfig,
+  Blip2QFormerModel,
+  Blip2VisionConfig,
+  Blip2VisionModel,
+  LlamaConfig,
+  LlamaForCausalLM,
+)
 
 from hawk_jax.convert.blip2_hf import qformer_config_to_hf
 from hawk_jax.convert.blip2_tables import qformer_rules, vision_rules
-from hawk_jax.convert.hawk_names import BRANCH_NAMES, IGNORED_BUFFERS
+from hawk_jax.convert.hawk_names import BRANCH_NAMES, IGNORED_BUFFERS, hawk_to_torch
 from hawk_jax.convert.llama_hf import llama_config_to_hf
-from hawk_jax.models.model_config import HawkConfig, VisionConfig
 from hawk_jax.models.hawk import CLIP_MEAN, CLIP_STD
+from hawk_jax.models.model_config import HawkConfig, VisionConfig
 
 _FUSED = ".qkv.bias"
 
@@ -300,7 +306,6 @@ def to_torch_state(state) -> dict[str, torch.Tensor]:
 def from_params(params, config: HawkConfig, normalize_pixels: bool | None = None) -> HawkTorch:
   """A float32 HawkTorch holding Flax `params` (a full tree); `.to(torch.bfloat16)` after it
   for bf16."""
-  from hawk_jax.convert.hawk_names import hawk_to_torch
   import numpy as np
   _, full = hawk_to_torch(params, config)
   # The model owns its tensors: read-only views of JAX arrays are copied, the rest taken.

@@ -1,4 +1,4 @@
-"""Text-level metrics: corpus BLEU-1..4 as the COCO caption toolkit computes it (DESIGN.md §8).
+"""Corpus BLEU-1..4 as the COCO caption toolkit computes it (docs/model.md, "Evaluation").
 
 `bleu` reproduces pycocoevalcap's `Bleu(4).compute_score` exactly (its n-gram clipping, its
 "closest" reference length for the brevity penalty and its 1e-15 / 1e-9 smoothing constants),

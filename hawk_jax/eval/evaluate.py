@@ -3,8 +3,9 @@ report.json and report.md. The command line is hawk_jax/eval/cli.py (`python -m 
 
 A prediction record is
 `{"task": "description"|"qa", "video": ..., "question": ..., "reference": ..., "prediction": ...}`;
-description and QA are scored separately. `evaluate_predictions(records, out_dir, judge=...)` is the entry point for callers that make the
-predictions themselves (a route that generates them from a checkpoint first plugs in there).
+description and QA are scored separately. `evaluate_predictions(records, out_dir, judge=...)`
+is the entry point for callers that make the predictions themselves (a route that generates
+them from a checkpoint first plugs in there).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Iterable, Mapping, Sequence
 from hawk_jax.eval import bleu as bleu_lib
 from hawk_jax.eval import report as report_lib
 from hawk_jax.eval.judge import TASKS, Judge
+
 _BLEU_NOTE = ("corpus BLEU as pycocoevalcap's Bleu(4) computes it, on text lower-cased and "
               "PTB-style tokenised with the COCO punctuation removed (hawk_jax.eval.bleu."
               "coco_tokenize); the NLTK row is nltk corpus_bleu without smoothing on the same "

@@ -1,4 +1,5 @@
-"""The paper's GPT-guided Reasonability / Detail / Consistency (its appendix F; DESIGN.md §8).
+"""The paper's GPT-guided Reasonability / Detail / Consistency (its appendix F; docs/model.md,
+"Evaluation").
 
 One chat-completions request per dimension per item, to any OpenAI-compatible endpoint. The
 system prompt casts the model as an evaluator of generated answers for video-based

@@ -1,4 +1,5 @@
-"""The evaluation report: JSON and Markdown laid out as the paper's Table 1 (DESIGN.md §8).
+"""The evaluation report: JSON and Markdown laid out as the paper's Table 1 (docs/model.md,
+"Evaluation").
 
 One table per task ((A) description, (B) QA), columns BLEU-1..4 and the GPT-guided
 Reasonability / Detail / Consistency, rows for our model (and NLTK's BLEU beside ours) and the

@@ -17,7 +17,9 @@ import sys
 import time
 from typing import Sequence, TextIO
 
-from hawk_jax.infer import cli_flags as cli
+from hawk_jax.infer import cli_flags
+from hawk_jax.infer.conversation import ContextFull, Conversation
+from hawk_jax.text import prompts
 
 
 def _parse_args(argv):
@@ -29,14 +31,13 @@ def _parse_args(argv):
   parser.add_argument("--max_context", type=int, default=None,
                       help="KV-cache slots for the whole conversation (default: the LLM's "
                            "max_position_embeddings)")
-  cli.add_model_args(parser)
-  cli.add_generation_args(parser, strategies=("greedy", "sample"))
+  cli_flags.add_model_args(parser)
+  cli_flags.add_generation_args(parser, strategies=("greedy", "sample"))
   return parser.parse_args(argv)
 
 
 def run(conversation, stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
   """The read-answer loop; returns the number of answered questions."""
-  from hawk_jax.infer.conversation import ContextFull
   interactive = stdin.isatty()
   answered = 0
   while True:
@@ -70,12 +71,9 @@ def run(conversation, stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
   args = _parse_args(argv)
-  from hawk_jax.infer.conversation import Conversation
-  from hawk_jax.text import prompts
   t0 = time.perf_counter()
   try:
-    engine = cli.load_engine(args)
-    options = engine.default_options(**cli.generation_overrides(args))
+    engine, options = cli_flags.load_engine(args)
     if options.strategy == "beam":  # the run config may say beam; chat streams
       raise ValueError("chat streams its answers: pass --strategy greedy or sample")
     video = engine.load_video(args.video)

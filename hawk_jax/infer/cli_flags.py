@@ -1,12 +1,10 @@
-"""Command-line flags shared by describe, chat and `evaluate --checkpoint`.
-
-Kept free of JAX imports so that `python -m hawk_jax.eval --help` stays instant.
-"""
+"""Command-line flags shared by describe, chat and `evaluate --checkpoint`."""
 from __future__ import annotations
 
 import argparse
 
-STRATEGY_CHOICES = ("greedy", "sample", "beam")
+from hawk_jax.infer.engine import STRATEGIES, Engine, GenerationOptions
+from hawk_jax.workdir import DTYPE_CHOICES
 
 
 def add_model_args(parser: argparse.ArgumentParser, *, checkpoint_required: bool = True) -> None:
@@ -15,7 +13,7 @@ def add_model_args(parser: argparse.ArgumentParser, *, checkpoint_required: bool
   parser.add_argument("--step", type=int, default=None,
                       help="checkpoint step to load (default: the latest finished one)")
   parser.add_argument("--dtype", default="auto",
-                      choices=("auto", "config", "float32", "bfloat16"),
+                      choices=DTYPE_CHOICES,
                       help="weights/compute dtype; auto = float32 on CPU (fast batch-1 "
                            "decoding there), the run's dtypes on accelerators")
   parser.add_argument("--tokenizer", default=None,
@@ -23,7 +21,7 @@ def add_model_args(parser: argparse.ArgumentParser, *, checkpoint_required: bool
 
 
 def add_generation_args(parser: argparse.ArgumentParser,
-                        strategies=STRATEGY_CHOICES) -> None:
+                        strategies=STRATEGIES) -> None:
   """Flags default to None: unset ones take the run config's `generate` section."""
   parser.add_argument("--max_new_tokens", type=int, default=None)
   parser.add_argument("--strategy", choices=strategies, default=None,
@@ -34,13 +32,11 @@ def add_generation_args(parser: argparse.ArgumentParser,
   parser.add_argument("--seed", type=int, default=0, help="sampling seed")
 
 
-def generation_overrides(args: argparse.Namespace) -> dict:
-  return {k: getattr(args, k) for k in ("max_new_tokens", "strategy", "temperature", "top_p",
-                                         "num_beams", "seed")}
-
-
-def load_engine(args: argparse.Namespace):
-  """An Engine for the --checkpoint/--step/--dtype/--tokenizer flags."""
-  from hawk_jax.infer.engine import Engine
-  return Engine.from_workdir(args.checkpoint, args.step, dtype=args.dtype,
-                             tokenizer_path=args.tokenizer)
+def load_engine(args: argparse.Namespace) -> tuple[Engine, GenerationOptions]:
+  """The Engine of the --checkpoint/--step/--dtype/--tokenizer flags, and the generation
+  options of the generation flags (unset ones from the run config's `generate` section)."""
+  engine = Engine.from_workdir(args.checkpoint, args.step, dtype=args.dtype,
+                               tokenizer_path=args.tokenizer)
+  overrides = {k: getattr(args, k) for k in ("max_new_tokens", "strategy", "temperature",
+                                             "top_p", "num_beams", "seed")}
+  return engine, engine.default_options(**overrides)

@@ -27,7 +27,8 @@ import numpy as np
 from hawk_jax.infer import generate as generate_lib
 from hawk_jax.infer.engine import Engine, GenerationOptions, Video, round_up
 from hawk_jax.infer.text_stream import TextStream
-from hawk_jax.models.llama import Llama, for_decoding
+from hawk_jax.models.llama import Llama
+from hawk_jax.models.llama_decoding import for_decoding
 from hawk_jax.text import prompts
 
 

@@ -3,7 +3,8 @@
   python -m hawk_jax.infer.describe --checkpoint runs/stage2 clip.mp4
   python -m hawk_jax.infer.describe --checkpoint runs/stage2 clip.mp4 --question "Who falls?" \
       --strategy sample --temperature 0.7 --top_p 0.9 --seed 1
-  python -m hawk_jax.infer.describe --checkpoint runs/stage2 a.mp4 b.mp4 --strategy beam --num_beams 4
+  python -m hawk_jax.infer.describe --checkpoint runs/stage2 a.mp4 b.mp4 --strategy beam \
+      --num_beams 4
 
 One video: the answer is streamed to stdout token by token (beam search prints it when done).
 Several videos: they are answered as one batch and printed as `VIDEO<TAB>answer` lines. The
@@ -20,7 +21,9 @@ from typing import Sequence
 
 import numpy as np
 
-from hawk_jax.infer import cli_flags as cli
+from hawk_jax.infer import cli_flags
+from hawk_jax.infer.engine import DEFAULT_QUESTION
+from hawk_jax.text import prompts
 
 
 def _parse_args(argv):
@@ -31,19 +34,16 @@ def _parse_args(argv):
                       help="question to answer (default: describe the anomaly)")
   parser.add_argument("--system", default=None,
                       help="system prompt (default: the training template's \" \")")
-  cli.add_model_args(parser)
-  cli.add_generation_args(parser)
+  cli_flags.add_model_args(parser)
+  cli_flags.add_generation_args(parser)
   return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
   args = _parse_args(argv)
-  from hawk_jax.infer.engine import DEFAULT_QUESTION
-  from hawk_jax.text import prompts
   t0 = time.perf_counter()
   try:
-    engine = cli.load_engine(args)
-    options = engine.default_options(**cli.generation_overrides(args))
+    engine, options = cli_flags.load_engine(args)
     videos = [engine.load_video(path) for path in args.videos]
   except (OSError, ValueError) as e:  # WorkdirError, VideoError, bad flags are ValueErrors
     print(f"error: {e}", file=sys.stderr)

@@ -12,8 +12,8 @@ system prompt " ", frame timestamps, the question); a description is the answer 
 stage-2 description questions. Batches are left-padded (`attention_mask` marks real tokens) so
 every row ends at the same column; prompt lengths are rounded up to `prompt_bucket` so prompts
 of similar length share one compiled generation loop. The jitted pieces (video encoding, prompt
-embedding, and hawk_jax.infer.generate's loops) are module-level and keyed by the model and shapes, so
-several engines over the same model reuse the compilations.
+embedding, and hawk_jax.infer.generate's loops) are module-level and keyed by the model and
+shapes, so several engines over the same model reuse the compilations.
 """
 from __future__ import annotations
 
@@ -26,13 +26,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from data_pipelines import motion as motion_lib
 from hawk_jax.infer import generate as generate_lib
-from hawk_jax.infer.load import load_workdir
 from hawk_jax.infer.text_stream import TextStream
 from hawk_jax.models.hawk import Hawk, check_visual_mask
-from hawk_jax.models.llama import Llama, for_decoding
+from hawk_jax.models.llama import Llama
+from hawk_jax.models.llama_decoding import for_decoding
 from hawk_jax.text import prompts
 from hawk_jax.text.tokenizer import Tokenizer, check_fits_vocab, load_tokenizer
+from hawk_jax.workdir import load_params
 
 STRATEGIES = ("greedy", "sample", "beam")
 DEFAULT_QUESTION = prompts.DESCRIPTION_QUESTIONS[0]
@@ -146,9 +148,9 @@ class Engine:
   @classmethod
   def from_workdir(cls, workdir: str, step: int | None = None, *, dtype: str = "auto",
                    tokenizer_path: str | None = None, **kwargs) -> "Engine":
-    cfg, model, params = load_workdir(workdir, step, dtype=dtype)
-    tokenizer = load_tokenizer(tokenizer_path or cfg.get("tokenizer_path") or None)
-    return cls(cfg, model, params, tokenizer, **kwargs)
+    loaded = load_params(workdir, step=step, dtype=dtype)
+    tokenizer = load_tokenizer(tokenizer_path or loaded.cfg.get("tokenizer_path") or None)
+    return cls(loaded.cfg, Hawk(loaded.config), loaded.params, tokenizer, **kwargs)
 
   def default_options(self, **overrides) -> GenerationOptions:
     return GenerationOptions.from_config(self.cfg.get("generate") or {}, **overrides)
@@ -157,7 +159,6 @@ class Engine:
 
   def load_video(self, path: str) -> Video:
     """Decodes `path` and computes motion with the run's frame count, size and motion mode."""
-    from data_pipelines import motion as motion_lib
     clip = motion_lib.extract(path, num_frames=self.num_frames, size=self.image_size,
                               mode=self.motion_mode)
     return Video(clip["frames"], clip["motion"], np.asarray(clip["timestamps"], np.float32),

@@ -8,12 +8,9 @@ EOS/pad ids, min_new_tokens and the length penalty are traced, so changing them 
 compiled loop. `prompt_bucket` left-pads prompts to a multiple of it so that prompts of
 different lengths share compilations too (padding is masked: the tokens do not change).
 
-A model with `scan_layers` is decoded through its unrolled twin (`llama.for_decoding`): the
-layer weights are unstacked once per call, since a scanned decode step copies every layer's
-weights out of the stacked arrays on each token (~2.5x slower on CPU). The twin also stores its
-projection kernels [out, in], q/k/v and gate/up fused (`Llama.decode_layout`), which few-row
-products stream faster; an unrolled model is decoded as given, so convert it once, outside,
-for that layout.
+A model with `scan_layers` is decoded through its decoding twin (models/llama_decoding.py),
+its layer weights unstacked once per call; an unrolled model is decoded as given, so convert it
+once, outside, for the twin's layout.
 `prefill`/`decode_step` take the model as given: callers driving their own loop should convert
 once with `model, params = for_decoding(model, params)`.
 
@@ -40,8 +37,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from hawk_jax.models.llama import (Llama, decoding_model, for_decoding, init_cache,
-                                   reorder_cache, repeat_cache)
+from hawk_jax.models.kv_cache import init_cache, reorder_cache, repeat_cache
+from hawk_jax.models.llama import Llama
+from hawk_jax.models.llama_decoding import decoding_model, for_decoding
 
 _NEG = -1.0e9  # HF beam search's "impossible" score
 
@@ -116,13 +114,13 @@ def decode_step(model: Llama, params, tokens, cache):
 
 # --- token choice -----------------------------------------------------------------------------
 
-class _Pick(NamedTuple):
+class _TokenChoice(NamedTuple):
   """Static choices of token selection (part of the jit cache key)."""
   do_sample: bool
   filtering: bool  # top-k or top-p active (costs a sort of the vocabulary per step)
 
 
-class _Knobs(NamedTuple):
+class _TracedSettings(NamedTuple):
   """Traced settings: changing them reuses the compiled loop."""
   temperature: jax.Array     # [] f32
   top_k: jax.Array           # [] i32, 0 = off
@@ -132,8 +130,8 @@ class _Knobs(NamedTuple):
   pad: jax.Array             # [] i32
 
 
-def _suppress_eos(logits, step, knobs: _Knobs):
-  return jnp.where(knobs.eos_mask & (step < knobs.min_new_tokens), -jnp.inf, logits)
+def _suppress_eos(logits, step, settings: _TracedSettings):
+  return jnp.where(settings.eos_mask & (step < settings.min_new_tokens), -jnp.inf, logits)
 
 
 def process_logits(logits, temperature=1.0, top_k=0, top_p=1.0):
@@ -156,15 +154,15 @@ def process_logits(logits, temperature=1.0, top_k=0, top_p=1.0):
   return jnp.where(logits < cutoff, -jnp.inf, logits)
 
 
-def _choose(logits, step, rng, knobs: _Knobs, pick: _Pick):
+def _choose(logits, step, rng, settings: _TracedSettings, choice: _TokenChoice):
   """Next token per row [B] int32 from logits [B, V] at decode step `step`."""
-  logits = _suppress_eos(logits.astype(jnp.float32), step, knobs)
-  if not pick.do_sample:
+  logits = _suppress_eos(logits.astype(jnp.float32), step, settings)
+  if not choice.do_sample:
     return jnp.argmax(logits, axis=-1).astype(jnp.int32)
-  if pick.filtering:
-    logits = process_logits(logits, knobs.temperature, knobs.top_k, knobs.top_p)
+  if choice.filtering:
+    logits = process_logits(logits, settings.temperature, settings.top_k, settings.top_p)
   else:
-    logits = logits / knobs.temperature
+    logits = logits / settings.temperature
   return jax.random.categorical(jax.random.fold_in(rng, step), logits, axis=-1).astype(jnp.int32)
 
 
@@ -179,40 +177,41 @@ class _State(NamedTuple):
   cache: dict
 
 
-def _record(state: _State, tok, step, knobs: _Knobs) -> _State:
-  tok = jnp.where(state.finished, knobs.pad, tok)
+def _record(state: _State, tok, step, settings: _TracedSettings) -> _State:
+  tok = jnp.where(state.finished, settings.pad, tok)
   tokens = lax.dynamic_update_slice(state.tokens, tok[:, None], (0, step))
   lengths = state.lengths + (~state.finished).astype(jnp.int32)
-  finished = state.finished | knobs.eos_mask[tok]
+  finished = state.finished | settings.eos_mask[tok]
   return _State(step, tok, tokens, finished, lengths, state.cache)
 
 
-def _start(model, params, inputs, mask, rng, knobs, pick, n_tokens: int, max_new_tokens: int):
+def _start(model, params, inputs, mask, rng, settings, choice, n_tokens: int, max_new_tokens: int):
   """Prefill and choose the first token. `n_tokens` is the width of the token buffer."""
   b = inputs.shape[0]
   logits, cache = _prefill_impl(model, params, inputs, mask, inputs.shape[1] + max_new_tokens)
   init = _State(jnp.zeros((), jnp.int32), jnp.zeros((b,), jnp.int32),
-                jnp.full((b, n_tokens), knobs.pad, jnp.int32), jnp.zeros((b,), jnp.bool_),
+                jnp.full((b, n_tokens), settings.pad, jnp.int32), jnp.zeros((b,), jnp.bool_),
                 jnp.zeros((b,), jnp.int32), cache)
-  return _record(init, _choose(logits, 0, rng, knobs, pick), 0, knobs)
+  return _record(init, _choose(logits, 0, rng, settings, choice), 0, settings)
 
 
-def _advance(model, params, s: _State, rng, knobs, pick) -> _State:
+def _advance(model, params, s: _State, rng, settings, choice) -> _State:
   """Feed the last token, choose the next one."""
   b = s.token.shape[0]
   logits, cache = _forward(model, params, s.token[:, None], jnp.ones((b, 1), jnp.int32), s.cache)
   step = s.step + 1
-  return _record(s._replace(cache=cache), _choose(logits, step, rng, knobs, pick), step, knobs)
+  token = _choose(logits, step, rng, settings, choice)
+  return _record(s._replace(cache=cache), token, step, settings)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "max_new_tokens", "pick"))
-def _sample_loop(model, params, inputs, mask, rng, knobs: _Knobs, *, max_new_tokens: int,
-                 pick: _Pick):
+@functools.partial(jax.jit, static_argnames=("model", "max_new_tokens", "choice"))
+def _sample_loop(model, params, inputs, mask, rng, settings: _TracedSettings, *,
+                 max_new_tokens: int, choice: _TokenChoice):
   model, params = _decoding(model, params)
-  state = _start(model, params, inputs, mask, rng, knobs, pick, max_new_tokens, max_new_tokens)
+  state = _start(model, params, inputs, mask, rng, settings, choice, max_new_tokens, max_new_tokens)
   state = lax.while_loop(
       lambda s: (s.step + 1 < max_new_tokens) & ~jnp.all(s.finished),
-      lambda s: _advance(model, params, s, rng, knobs, pick), state)
+      lambda s: _advance(model, params, s, rng, settings, choice), state)
   return GenerateOutput(state.tokens, state.lengths, None)
 
 
@@ -237,21 +236,21 @@ def _gather(x, idx):
   return jnp.take_along_axis(x, idx, axis=1)
 
 
-def _beam_update(s: _Beams, logits, *, nb: int, n_keep: int, n_new: int, knobs: _Knobs,
+def _beam_update(s: _Beams, logits, *, nb: int, n_keep: int, n_new: int, settings: _TracedSettings,
                  penalty, best_len_div, early_stopping) -> _Beams:
   """One HF beam-search step from the logits of the running beams [B*nb, V]."""
   b = s.running_seq.shape[0]
   vocab = logits.shape[-1]
   step = s.step
   log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-  log_probs = _suppress_eos(log_probs, step, knobs)
+  log_probs = _suppress_eos(log_probs, step, settings)
   log_probs = log_probs.reshape(b, nb, vocab) + s.running_scores[:, :, None]
   topk_lp, topk_idx = lax.top_k(log_probs.reshape(b, nb * vocab), n_keep)
   src = topk_idx // vocab
   ids = (topk_idx % vocab).astype(jnp.int32)
   topk_seq = _gather(s.running_seq, src)
   topk_seq = lax.dynamic_update_slice(topk_seq, ids[:, :, None], (0, 0, step))
-  hits = knobs.eos_mask[ids] | (step + 1 >= n_new)
+  hits = settings.eos_mask[ids] | (step + 1 >= n_new)
 
   # Running beams for the next step: the best continuations that did not just stop.
   running_lp = topk_lp + hits.astype(jnp.float32) * _NEG
@@ -290,7 +289,7 @@ def _beam_update(s: _Beams, logits, *, nb: int, n_keep: int, n_new: int, knobs: 
 
 @functools.partial(jax.jit, static_argnames=(
     "model", "max_new_tokens", "num_beams", "n_eos", "early_stopping"))
-def _beam_loop(model, params, inputs, mask, knobs: _Knobs, length_penalty, *,
+def _beam_loop(model, params, inputs, mask, settings: _TracedSettings, length_penalty, *,
                max_new_tokens: int, num_beams: int, n_eos: int, early_stopping):
   b, nb, n = inputs.shape[0], num_beams, max_new_tokens
   model, params = _decoding(model, params)
@@ -304,7 +303,7 @@ def _beam_loop(model, params, inputs, mask, knobs: _Knobs, length_penalty, *,
     best_len_div = jnp.where(length_penalty > 0.0, jnp.float32(n) ** length_penalty, penalty)
   else:
     best_len_div = penalty
-  fill = jnp.full((b, nb, n), knobs.pad, jnp.int32)
+  fill = jnp.full((b, nb, n), settings.pad, jnp.int32)
   init = _Beams(
       step=jnp.zeros((), jnp.int32), running_seq=fill,
       running_scores=jnp.zeros((b, nb), jnp.float32).at[:, 1:].set(_NEG),
@@ -313,7 +312,7 @@ def _beam_loop(model, params, inputs, mask, knobs: _Knobs, length_penalty, *,
       improvable=jnp.ones((b, 1), jnp.bool_), done=jnp.zeros((), jnp.bool_), cache=cache)
   # HF keeps (1 + number of EOS ids, at least 2) x num_beams candidates per step.
   update = functools.partial(_beam_update, nb=nb, n_keep=max(2, 1 + n_eos) * nb, n_new=n,
-                             knobs=knobs, penalty=penalty, best_len_div=best_len_div,
+                             settings=settings, penalty=penalty, best_len_div=best_len_div,
                              early_stopping=early_stopping)
   state = update(init, logits)
 
@@ -325,7 +324,7 @@ def _beam_loop(model, params, inputs, mask, knobs: _Knobs, length_penalty, *,
 
   state = lax.while_loop(lambda s: ~s.done & (s.step < n), body, state)
   # Positions past a hypothesis' end hold whatever its beam had; show them as padding.
-  tokens = jnp.where(jnp.arange(n) < state.seq_lens[..., None], state.seqs, knobs.pad)
+  tokens = jnp.where(jnp.arange(n) < state.seq_lens[..., None], state.seqs, settings.pad)
   return GenerateOutput(tokens, state.seq_lens, state.seq_scores)  # [B, nb, ...], best first
 
 
@@ -350,7 +349,8 @@ def _prepare(input_ids, inputs_embeds, attention_mask, prompt_bucket):
 
 def _options(model, do_sample, temperature, top_p, top_k, rng, eos_token_id, pad_token_id,
              min_new_tokens):
-  """Validate the decoding options; split them into static (_Pick) and traced (_Knobs)."""
+  """Validate the decoding options; split them into the static _TokenChoice and the traced
+  _TracedSettings."""
   vocab = model.config.vocab_size
   eos = _eos_tuple(eos_token_id)
   bad = [e for e in eos if not 0 <= e < vocab]
@@ -367,11 +367,11 @@ def _options(model, do_sample, temperature, top_p, top_k, rng, eos_token_id, pad
       raise ValueError(f"top_k must be >= 0, got {top_k}")
     if rng is None:
       raise ValueError("sampling needs rng=jax.random.PRNGKey(seed)")
-  pick = _Pick(bool(do_sample), bool(do_sample and (top_k > 0 or top_p < 1.0)))
-  knobs = _Knobs(jnp.float32(temperature), jnp.int32(top_k), jnp.float32(top_p),
+  choice = _TokenChoice(bool(do_sample), bool(do_sample and (top_k > 0 or top_p < 1.0)))
+  settings = _TracedSettings(jnp.float32(temperature), jnp.int32(top_k), jnp.float32(top_p),
                  jnp.int32(min_new_tokens), jnp.asarray(eos_mask),
                  jnp.int32(_pad_id(pad_token_id, eos)))
-  return pick, knobs, eos, (jax.random.PRNGKey(0) if rng is None else rng)
+  return choice, settings, eos, (jax.random.PRNGKey(0) if rng is None else rng)
 
 
 def generate(model: Llama, params, input_ids=None, *, inputs_embeds=None, attention_mask=None,
@@ -402,9 +402,9 @@ def generate(model: Llama, params, input_ids=None, *, inputs_embeds=None, attent
       raise ValueError("num_return_sequences must be in [1, num_beams]")
     if early_stopping not in (True, False, "never"):
       raise ValueError(f"early_stopping must be True, False or 'never', got {early_stopping!r}")
-    _, knobs, eos, _ = _options(model, False, 1.0, 1.0, 0, None, eos_token_id, pad_token_id,
+    _, settings, eos, _ = _options(model, False, 1.0, 1.0, 0, None, eos_token_id, pad_token_id,
                                 min_new_tokens)
-    out = _beam_loop(model, params, inputs, mask, knobs, jnp.float32(length_penalty),
+    out = _beam_loop(model, params, inputs, mask, settings, jnp.float32(length_penalty),
                      max_new_tokens=int(max_new_tokens), num_beams=int(num_beams),
                      n_eos=len(eos), early_stopping=early_stopping)
     r, b = num_return_sequences, inputs.shape[0]
@@ -413,10 +413,10 @@ def generate(model: Llama, params, input_ids=None, *, inputs_embeds=None, attent
   if num_return_sequences != 1:
     raise NotImplementedError("num_return_sequences > 1 needs beam search; repeat the prompt "
                               "rows to draw several samples")
-  pick, knobs, _, rng = _options(model, do_sample, temperature, top_p, top_k, rng, eos_token_id,
-                                 pad_token_id, min_new_tokens)
-  return _sample_loop(model, params, inputs, mask, rng, knobs,
-                      max_new_tokens=int(max_new_tokens), pick=pick)
+  choice, settings, _, rng = _options(model, do_sample, temperature, top_p, top_k, rng,
+                                      eos_token_id, pad_token_id, min_new_tokens)
+  return _sample_loop(model, params, inputs, mask, rng, settings,
+                      max_new_tokens=int(max_new_tokens), choice=choice)
 
 
 def greedy(model: Llama, params, input_ids, max_new_tokens: int, *, attention_mask=None,
@@ -433,15 +433,16 @@ def greedy(model: Llama, params, input_ids, max_new_tokens: int, *, attention_ma
   return out.tokens
 
 
-@functools.partial(jax.jit, static_argnames=("model", "max_new_tokens", "pick"))
-def _stream_start(model, params, inputs, mask, rng, knobs, *, max_new_tokens: int, pick: _Pick):
+@functools.partial(jax.jit, static_argnames=("model", "max_new_tokens", "choice"))
+def _stream_start(model, params, inputs, mask, rng, settings, *, max_new_tokens: int,
+                  choice: _TokenChoice):
   # The token buffer is a [B, 1] scratch: the stream hands each token out as it comes.
-  return _start(model, params, inputs, mask, rng, knobs, pick, 1, max_new_tokens)
+  return _start(model, params, inputs, mask, rng, settings, choice, 1, max_new_tokens)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "pick"), donate_argnames=("state",))
-def _stream_step(model, params, state: _State, rng, knobs, *, pick: _Pick):
-  return _advance(model, params, state, rng, knobs, pick)
+@functools.partial(jax.jit, static_argnames=("model", "choice"), donate_argnames=("state",))
+def _stream_step(model, params, state: _State, rng, settings, *, choice: _TokenChoice):
+  return _advance(model, params, state, rng, settings, choice)
 
 
 @functools.partial(jax.jit, static_argnames=("model",))
@@ -463,16 +464,16 @@ def stream(model: Llama, params, input_ids=None, *, inputs_embeds=None, attentio
   if max_new_tokens < 1:
     raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
   inputs, mask = _prepare(input_ids, inputs_embeds, attention_mask, prompt_bucket)
-  pick, knobs, _, rng = _options(model, do_sample, temperature, top_p, top_k, rng, eos_token_id,
-                                 pad_token_id, min_new_tokens)
+  choice, settings, _, rng = _options(model, do_sample, temperature, top_p, top_k, rng,
+                                      eos_token_id, pad_token_id, min_new_tokens)
   if model.config.scan_layers:
     params = _unstacked_params(model, params)
     model = decoding_model(model)
-  state = _stream_start(model, params, inputs, mask, rng, knobs,
-                        max_new_tokens=int(max_new_tokens), pick=pick)
+  state = _stream_start(model, params, inputs, mask, rng, settings,
+                        max_new_tokens=int(max_new_tokens), choice=choice)
   for i in range(max_new_tokens):
     if i:
-      state = _stream_step(model, params, state, rng, knobs, pick=pick)
+      state = _stream_step(model, params, state, rng, settings, choice=choice)
     token, finished = jax.device_get((state.token, state.finished))
     yield token
     if finished.all():

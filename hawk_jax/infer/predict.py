@@ -20,6 +20,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from data_pipelines import loaders
+from hawk_jax.infer import cli_flags
+
 PREDICTIONS_FILE = "predictions.jsonl"
 
 
@@ -45,7 +48,6 @@ def predict(engine, data_dir: str, *, split: str = "test", options=None,
             progress: Callable[[str], None] | None = None) -> list[dict[str, str]]:
   """Generates an answer for every eval item of `split` (the first `max_items`)."""
   import jax.numpy as jnp
-  from data_pipelines import loaders
   if batch_size < 1:
     raise ValueError(f"batch_size must be >= 1, got {batch_size}")
   options = options or engine.default_options()
@@ -87,8 +89,7 @@ def write_predictions(records, path: str) -> None:
 
 def add_predict_args(parser) -> None:
   """The `evaluate --checkpoint` route's flags (besides --out and the judge's)."""
-  from hawk_jax.infer import cli_flags as cli
-  cli.add_model_args(parser, checkpoint_required=False)
+  cli_flags.add_model_args(parser, checkpoint_required=False)
   parser.add_argument("--data_dir", default=None,
                       help="pre-extracted dataset (with --checkpoint): its test split is "
                            "generated, then scored")
@@ -97,17 +98,15 @@ def add_predict_args(parser) -> None:
                       help="only the first N eval items (--checkpoint)")
   parser.add_argument("--batch_size", type=int, default=8,
                       help="items generated together (--checkpoint)")
-  cli.add_generation_args(parser)
+  cli_flags.add_generation_args(parser)
 
 
 def predictions_from_checkpoint(args) -> list[dict[str, str]]:
   """The `evaluate --checkpoint` route: generate, write OUT/predictions.jsonl, return them."""
-  from hawk_jax.infer import cli_flags as cli
   if not args.data_dir:
     raise ValueError("--checkpoint needs --data_dir (the pre-extracted dataset to evaluate)")
   t0 = time.perf_counter()
-  engine = cli.load_engine(args)
-  options = engine.default_options(**cli.generation_overrides(args))
+  engine, options = cli_flags.load_engine(args)
 
   def progress(msg):
     print(msg, file=sys.stderr, flush=True)

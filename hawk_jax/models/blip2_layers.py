@@ -1,8 +1,8 @@
-"""Building blocks shared by BLIP-2's two towers (the EVA ViT and the BERT Q-Former).
+"""Building blocks shared by BLIP-2's two towers (the EVA ViT and the BERT Q-Former): a
+multi-axis dense layer, torch's LayerNorm, and softmax attention.
 
-Matmuls run in the compute dtype and accumulate in float32 (`preferred_element_type`): bf16 in
-and out without it is slower on CPU and loses precision; LayerNorms always compute in float32,
-as the PyTorch originals do under autocast.
+Matmuls run in the compute dtype and accumulate in float32 (models/kernels.py); LayerNorms
+always compute in float32, as the PyTorch originals do under autocast.
 """
 from __future__ import annotations
 
@@ -12,18 +12,16 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from hawk_jax.models.common import (contract_spec, dtype_of, einsum_f32, fused_attention,
-                                    param_with_axes, resolve_attention_impl, scale_queries)
+from hawk_jax.models.common import (
+  dtype_of,
+  fused_attention,
+  param_with_axes,
+  resolve_attention_impl,
+)
+from hawk_jax.models.kernels import bf16_attention, head_major_attention, matmul, scale_queries
 
 # BERT and EVA both initialise their linear layers with a (truncated) normal of std 0.02.
 DEFAULT_KERNEL_INIT = nn.initializers.truncated_normal(0.02)
-
-
-def matmul(x, kernel, dtype, n_contract: int = 1):
-  """Contract the last `n_contract` axes of x with the first ones of kernel; float32 result
-  (and, in bf16, a bf16 backward pass: `einsum_f32`)."""
-  spec = contract_spec(x.ndim, kernel.ndim, n_contract)
-  return einsum_f32(spec, x.astype(dtype), kernel.astype(dtype))
 
 
 class Dense(nn.Module):
@@ -84,11 +82,9 @@ def attention(q, k, v, dtype, kv_mask=None, probs_dropout: Callable | None = Non
   """Softmax attention, no causal mask. q [B, Lq, H, Dh], k/v [B, Lk, H, Dh] -> [B, Lq, H, Dh].
 
   `kv_mask` [B, Lk] (nonzero = attend) hides padded keys; `probs_dropout` is applied to the
-  attention probabilities (BERT's attention dropout). Logits and softmax are float32.
-  The products run head-major ([B, H, L, Dh] operands, batched over B and H): on CPU, the
-  token-major einsum `bhqk,bkhd->bqhd` was 3x slower than transposing q, k, v first -- except
-  in the forward pass of unmasked bf16 attention without dropout, where XLA:CPU keeps the
-  token-major products in bf16 and upcasts the head-major ones (`_bf16_attention`).
+  attention probabilities (BERT's attention dropout). Logits and softmax are float32. The
+  products run head-major (`kernels.head_major_attention`), except in the forward pass of
+  unmasked bf16 attention without dropout (`kernels.bf16_attention`).
   `impl` (models/common.py ATTENTION_IMPLS) may hand the whole thing to
   jax.nn.dot_product_attention instead -- not with dropout on the probabilities, which it
   cannot apply.
@@ -105,47 +101,5 @@ def attention(q, k, v, dtype, kv_mask=None, probs_dropout: Callable | None = Non
     return fused_attention(q.astype(dtype), k, v, impl=impl, scale=scale, mask=mask)
   q = scale_queries(q, scale, dtype)
   if kv_mask is None and probs_dropout is None and dtype == jnp.bfloat16:
-    return _bf16_attention(q, k.astype(dtype), v.astype(dtype))
-  return _head_major_attention(q, k, v, dtype, kv_mask, probs_dropout)
-
-
-def _head_major_attention(q, k, v, dtype, kv_mask=None, probs_dropout=None):
-  """`attention`'s einsums on scaled queries: head-major products, float32 softmax."""
-  q, k, v = (t.astype(dtype).transpose(0, 2, 1, 3) for t in (q, k, v))
-  logits = einsum_f32("bhqd,bhkd->bhqk", q, k)
-  if kv_mask is not None:
-    keep = kv_mask.astype(bool)[:, None, None, :]
-    logits = jnp.where(keep, logits, jnp.finfo(jnp.float32).min)
-  probs = jax.nn.softmax(logits, axis=-1)
-  if probs_dropout is not None:
-    probs = probs_dropout(probs)
-  out = einsum_f32("bhqk,bhkd->bhqd", probs.astype(dtype), v)
-  return out.astype(dtype).transpose(0, 2, 1, 3)
-
-
-@jax.custom_vjp
-def _bf16_attention(q, k, v):
-  """Unmasked bf16 attention on scaled queries, token-major products.
-
-  XLA:CPU upcasts the head-major batched bf16 products (`_head_major_attention`) to float32;
-  the token-major ones it runs in bf16 (ViT attention of the `small` size: 10.3 vs 14.6 ms per
-  layer and branch). Their backward pass does not run on XLA:CPU (`Unsupported element type
-  for DotThunk::Execute: BF16 x BF16 = F32`), so under differentiation the head-major form is
-  used instead: the forward pass of a frozen tower (the ViTs) gets the fast form, a trained
-  one the same program as before."""
-  logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
-  probs = jax.nn.softmax(logits, axis=-1).astype(q.dtype)
-  out = jnp.einsum("bhqk,bkhd->bqhd", probs, v, preferred_element_type=jnp.float32)
-  return out.astype(q.dtype)
-
-
-def _bf16_attention_fwd(q, k, v):
-  out, pullback = jax.vjp(lambda q, k, v: _head_major_attention(q, k, v, q.dtype), q, k, v)
-  return out, pullback
-
-
-def _bf16_attention_bwd(pullback, g):
-  return pullback(g)
-
-
-_bf16_attention.defvjp(_bf16_attention_fwd, _bf16_attention_bwd)
+    return bf16_attention(q, k.astype(dtype), v.astype(dtype))
+  return head_major_attention(q, k, v, dtype, kv_mask, probs_dropout)

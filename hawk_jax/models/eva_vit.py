@@ -15,12 +15,11 @@ Parameter tree (the converters in hawk_jax/convert rely on these names):
 from __future__ import annotations
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
-from hawk_jax.models.blip2_layers import DEFAULT_KERNEL_INIT, Dense, LayerNorm, attention, matmul
-from hawk_jax.models.common import (constrain, dtype_of, gelu_exact, maybe_remat,
-                                    param_with_axes)
+from hawk_jax.models.blip2_layers import DEFAULT_KERNEL_INIT, Dense, LayerNorm, attention
+from hawk_jax.models.common import constrain, dtype_of, maybe_remat, param_with_axes
+from hawk_jax.models.kernels import gelu_exact, matmul
 from hawk_jax.models.model_config import VisionConfig
 
 

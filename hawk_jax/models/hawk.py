@@ -1,4 +1,4 @@
-"""HAWK: an appearance and a motion branch feeding one LLaMA (DESIGN.md §1).
+"""HAWK: an appearance and a motion branch feeding one LLaMA (docs/model.md, "The model").
 
 Each branch: frozen EVA ViT (+ ln_vision) per frame -> frozen image Q-Former (32 queries per
 frame) -> learned frame position embedding -> trainable video Q-Former over all T*32 frame
@@ -23,9 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from hawk_jax.models.common import constrain, dtype_of
-from hawk_jax.models.model_config import HawkConfig
 from hawk_jax.models.eva_vit import EvaViT
 from hawk_jax.models.llama import Llama
+from hawk_jax.models.model_config import HawkConfig
 from hawk_jax.models.qformer import QFormer
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -213,7 +213,7 @@ class Hawk(nn.Module):
     return self.llm.logits(hidden)
 
 
-# Parameter groups trained in stages 1-2 (DESIGN.md §3); everything else is frozen.
+# Parameter groups trained in stages 1-2 (docs/model.md, "Losses and stages"); the rest is frozen.
 TRAINABLE_GROUPS = ("video_qformer", "video_query_tokens", "frame_position_embedding", "proj")
 
 

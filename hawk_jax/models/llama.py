@@ -26,63 +26,35 @@ Call forms:
 come from the mask as in HF generation (`cumsum(mask) - 1`), so a left-padded prompt gets the
 same positions as the unpadded one; pass `positions` to override.
 
-KV cache (see `init_cache`): a dict of fixed-shape arrays, so one compiled step serves every
-token of a decode loop:
-  k, v   [layers, batch, kv_heads, max_len, head_dim]   keys (after RoPE) and values; or,
-         for an unrolled model (`init_cache(..., per_layer=True)`), a tuple of one array per
-         layer, [batch * kv_heads, max_len, head_dim] each: each layer updates and reads its
-         own buffers in place (slicing a layer out of the stacked cache, or reshaping a
-         [batch, kv_heads, ...] buffer for the products, copied it on every step on CPU)
-  mask   [batch, max_len] bool   which slots hold a real (non-pad) token
-  pos    [batch] int32           real tokens seen so far per row = RoPE position of the next one
-  index  [] int32                next slot to write (slots fill left to right, same for all rows)
-A call with `cache=` writes its T new tokens at slots index..index+T-1 (dynamic_update_slice),
-attends causally by slot over the valid slots, and returns `(logits, new_cache)`. Prefill and
-decode steps are the same call with different T. Rows of one batch may have different amounts
-of left padding; their pad slots stay masked forever. The caller keeps index + T <= max_len
-(dynamic_update_slice clamps, so an overfull cache would overwrite its last slots). With
-`last_only=True` only the last position's logits are computed ([B,1,V]): what prefill needs.
-Without a cache, attention is `_attention` (head-major `einsum_f32` products); with one, an
-einsum over the [B,K,S,D] cache layout, so decoding never transposes the cache.
+With `cache=` (a KV cache: models/kv_cache.py) a call writes its new tokens into the cache and
+returns `(logits, new_cache)`; prefill and decode steps are the same call with different
+lengths. With `last_only=True` only the last position's logits are computed ([B,1,V]): what
+prefill needs. `decode_layout=True` is the decoding twin's kernel layout
+(models/llama_decoding.py).
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-import flax.linen as nn
 
-from hawk_jax.models.common import (constrain, contract_spec, dtype_of, einsum_f32,
-                                    fused_attention, maybe_remat, param_with_axes,
-                                    resolve_attention_impl, scale_queries)
+from hawk_jax.models import kv_cache
+from hawk_jax.models.common import (
+  constrain,
+  dtype_of,
+  fused_attention,
+  maybe_remat,
+  param_with_axes,
+  resolve_attention_impl,
+)
+from hawk_jax.models.kernels import einsum_f32, matmul_as_2d, matmul_transposed, scale_queries
 from hawk_jax.models.model_config import LlamaConfig
 
-Cache = dict[str, jax.Array]
-
 _INIT = nn.initializers.normal(stddev=0.02)  # HF's initializer_range
-
-
-def _dot(x, kernel, n_contract: int, dtype):
-  """x[..., *c] . kernel[*c, ...] over the last `n_contract` dims of x, float32 accumulation
-  (and, in bf16, a bf16 backward pass: `einsum_f32`).
-
-  A multi-axis kernel (q/k/v [E, N, D], o [N, D, E]) is contracted as the matrix it is laid out
-  as, [prod(c), prod(out)]: the backward product x-gradient = g . W^T over two kernel axes made
-  XLA:CPU copy-transpose every such kernel on every step (24 copies, ~28 ms of a 600 ms `small`
-  bf16 step), where the two-dimensional W^T is read in place."""
-  free = x.shape[:x.ndim - n_contract]
-  out = kernel.shape[n_contract:]
-  if n_contract == 1 and len(out) == 1:
-    spec = contract_spec(x.ndim, kernel.ndim, n_contract)
-    return einsum_f32(spec, x.astype(dtype), kernel.astype(dtype))
-  k2 = kernel.reshape(int(np.prod(kernel.shape[:n_contract])), int(np.prod(out)))
-  x2 = x.reshape(*free, k2.shape[0])
-  y = einsum_f32(contract_spec(x2.ndim, 2, 1), x2.astype(dtype), k2.astype(dtype))
-  return y.reshape(*free, *out)
 
 
 class Linear(nn.Module):
@@ -108,40 +80,15 @@ class Linear(nn.Module):
       shape, axes = tuple(self.out_shape) + tuple(self.in_shape), axes[n_in:] + axes[:n_in]
     kernel = self.param("kernel", param_with_axes(_INIT, *axes), shape, self.param_dtype)
     if self.transposed:
-      y = _dot_transposed(x, kernel, n_in, self.dtype)
+      y = matmul_transposed(x, kernel, n_in, self.dtype)
     else:
-      y = _dot(x, kernel, n_in, self.dtype)
+      y = matmul_as_2d(x, kernel, n_in, self.dtype)
     if self.use_bias:
       bias = self.param("bias", param_with_axes(nn.initializers.zeros,
                                                 *self.kernel_axes[n_in:]),
                         tuple(self.out_shape), self.param_dtype)
       y = y + bias.astype(jnp.float32)
     return y.astype(self.out_dtype or self.dtype)
-
-
-# Up to this many rows (batch x new tokens) a transposed-kernel product is taken as W . x^T:
-# faster than x . W up to 32 rows, even at 128; a 128-token prefill formed as x . W^T was 25%
-# slower (XLA transposed the weights first); from ~1000 rows on x . W^T is the faster form.
-_FEW_ROWS = 256
-
-
-def _dot_transposed(x, kernel, n_in: int, dtype):
-  """x[..., *in] . kernel[*out, *in] -> [..., *out], float32 accumulation.
-
-  With few rows (a decode step, a short prefill) the product is formed as kernel . x^T,
-  [*out, rows], then transposed back: on CPU that streams the weights at ~32 GB/s for one row
-  and ~22 for eight, against ~29 and ~17 for x . W (f32, small LLaMA shapes); the optimization
-  barrier keeps XLA from folding the transpose back into the product. Many rows: x . kernel^T.
-  """
-  letters = "abcdefghijklmnopqrstuvwxyz"
-  n_free, n_out = x.ndim - n_in, kernel.ndim - n_in
-  f, i = letters[:n_free], letters[n_free:n_free + n_in]
-  o = letters[n_free + n_in:n_free + n_in + n_out]
-  x, kernel = x.astype(dtype), kernel.astype(dtype)
-  if int(np.prod(x.shape[:n_free])) <= _FEW_ROWS:
-    yt = lax.optimization_barrier(einsum_f32(f"{o}{i},{f}{i}->{o}{f}", kernel, x))
-    return yt.transpose(tuple(range(n_out, n_out + n_free)) + tuple(range(n_out)))
-  return einsum_f32(f"{f}{i},{o}{i}->{f}{o}", x, kernel)
 
 
 class RMSNorm(nn.Module):
@@ -241,19 +188,8 @@ class LlamaAttention(nn.Module):
                             is_causal=mask is None)
     elif kv is None:
       out = _attention(q, key, val, mask, d ** -0.5, dtype)
-    elif isinstance(kv[0], tuple):  # one buffer per layer (unrolled model, static `layer`)
-      ck, cv = kv   # one [B*K, S, D] buffer per layer and for keys and values
-      k_l = _write_slots(ck[layer], key, cache_index)
-      v_l = _write_slots(cv[layer], val, cache_index)
-      kv = (ck[:layer] + (k_l,) + ck[layer + 1:], cv[:layer] + (v_l,) + cv[layer + 1:])
-      out = _per_layer_attention(q, k_l, v_l, mask, d ** -0.5, dtype)
     else:
-      ck, cv = kv
-      start = (layer, 0, 0, cache_index, 0)
-      ck = lax.dynamic_update_slice(ck, key.transpose(0, 2, 1, 3)[None].astype(ck.dtype), start)
-      cv = lax.dynamic_update_slice(cv, val.transpose(0, 2, 1, 3)[None].astype(cv.dtype), start)
-      kv = (ck, cv)
-      out = _cached_attention(q, ck[layer], cv[layer], mask, d ** -0.5, dtype)
+      out, kv = kv_cache.attend(q, key, val, kv, layer, cache_index, mask, d ** -0.5, dtype)
     out = constrain(out, "activation_batch", "activation_length", "activation_heads", None)
     out = Linear((n, d), (e,), ("heads", "head_dim", "embed"), name="o_proj", **kw)(out)
     return out, kv
@@ -282,51 +218,6 @@ def _attention(q, k, v, mask, scale, dtype):
   return out.astype(dtype).transpose(0, 3, 1, 2, 4).reshape(b, t, n, d)
 
 
-def _write_slots(buf, new, cache_index):
-  """Write new [B,T,K,D] into a per-layer buffer [B*K, S, D] at slots
-  [cache_index, cache_index + T)."""
-  b, t, k, d = new.shape
-  return lax.dynamic_update_slice(
-      buf, new.transpose(0, 2, 1, 3).reshape(b * k, t, d).astype(buf.dtype), (0, cache_index, 0))
-
-
-def _per_layer_attention(q, k, v, mask, scale, dtype):
-  """q [B,T,N,D] over a per-layer cache (k, v [B*K, S, D]).
-
-  Batch and kv-head share the products' one batch dimension, so each cache buffer is a dot
-  operand as it is. With [B, K, S, D] buffers XLA reshaped (batch 1) or transposed (batch 8)
-  the freshly updated cache for the products, computing the in-place update twice or copying
-  every layer's cache on every decode step."""
-  b, t, n, d = q.shape
-  bk = k.shape[0]
-  kh = bk // b
-  g = n // kh
-  s = mask.shape[-1]
-  qr = scale_queries(q, scale, dtype).reshape(b, t, kh, g, d).transpose(0, 2, 3, 1, 4)
-  qr = qr.reshape(bk, g * t, d)
-  logits = jnp.einsum("nqd,nsd->nqs", qr, k.astype(dtype), preferred_element_type=jnp.float32)
-  keep = jnp.broadcast_to(mask[:, :, None], (b, kh, g, t, s)).reshape(bk, g * t, s)
-  logits = jnp.where(keep, logits, jnp.finfo(jnp.float32).min)
-  probs = jax.nn.softmax(logits, axis=-1).astype(dtype)
-  out = jnp.einsum("nqs,nsd->nqd", probs, v.astype(dtype), preferred_element_type=jnp.float32)
-  out = out.astype(dtype).reshape(b, kh, g, t, d).transpose(0, 3, 1, 2, 4)
-  return out.reshape(b, t, n, d)
-
-
-def _cached_attention(q, k, v, mask, scale, dtype):
-  """q [B,T,N,D] over cache slots k/v [B,K,S,D] (the stacked cache's layout: every dot is a
-  batched matrix product over contiguous [S,D] blocks, no transposes of the cache)."""
-  b, t, n, d = q.shape
-  kh = k.shape[1]
-  q = scale_queries(q, scale, dtype).reshape(b, t, kh, n // kh, d)
-  logits = jnp.einsum("btkgd,bksd->bkgts", q, k.astype(dtype), preferred_element_type=jnp.float32)
-  logits = jnp.where(mask[:, :, None], logits, jnp.finfo(jnp.float32).min)
-  probs = jax.nn.softmax(logits, axis=-1).astype(dtype)
-  out = jnp.einsum("bkgts,bksd->btkgd", probs, v.astype(dtype),
-                   preferred_element_type=jnp.float32)
-  return out.astype(dtype).reshape(b, t, n, d)
-
-
 class LlamaDecoderLayer(nn.Module):
   """Pre-norm attention + SwiGLU block. Scan-shaped: carry = (hidden, kv cache, layer index)."""
   config: LlamaConfig
@@ -346,60 +237,6 @@ class LlamaDecoderLayer(nn.Module):
     x = x + LlamaMLP(cfg, self.transposed, name="mlp")(h)
     x = constrain(x, "activation_batch", "activation_length", "activation_embed")
     return (x, kv, layer + 1), None
-
-
-def init_cache(config: LlamaConfig, batch: int, max_len: int, dtype=None,
-               per_layer: bool = False) -> Cache:
-  """An empty KV cache for `batch` rows and `max_len` slots (prompt + new tokens).
-
-  `per_layer`: k and v as tuples of per-layer buffers (for unrolled models, `scan_layers`
-  False), which decode without copying each layer's slice out of a stacked array; each is
-  [batch * kv_heads, max_len, head_dim] (see `_per_layer_attention`).
-  """
-  dtype = dtype_of(dtype if dtype is not None else config.dtype)
-  shape = (batch, config.num_kv_heads, max_len, config.resolved_head_dim)
-  if per_layer:
-    per = (batch * config.num_kv_heads, max_len, config.resolved_head_dim)
-    k = tuple(jnp.zeros(per, dtype) for _ in range(config.num_layers))
-    v = tuple(jnp.zeros(per, dtype) for _ in range(config.num_layers))
-  else:
-    k = jnp.zeros((config.num_layers,) + shape, dtype)
-    v = jnp.zeros((config.num_layers,) + shape, dtype)
-  return {
-      "k": k,
-      "v": v,
-      "mask": jnp.zeros((batch, max_len), jnp.bool_),
-      "pos": jnp.zeros((batch,), jnp.int32),
-      "index": jnp.zeros((), jnp.int32),
-  }
-
-
-def cache_logical_axes() -> dict[str, tuple]:
-  """Logical axis names of each cache entry (for sharding a cache with the config's rules)."""
-  kv = ("layers", "activation_batch", "activation_kv_heads", "activation_length", None)
-  return {"k": kv, "v": kv, "mask": ("activation_batch", "activation_length"),
-          "pos": ("activation_batch",), "index": ()}
-
-
-def reorder_cache(cache: Cache, rows) -> Cache:
-  """Gather cache rows (beam search): row i of the result is row rows[i] of `cache`."""
-  if isinstance(cache["k"], tuple):  # per-layer buffers [B*K, ., .]: gather whole rows
-    def take_rows(a):
-      b = cache["pos"].shape[0]
-      return jnp.take(a.reshape(b, -1, *a.shape[1:]), rows, axis=0).reshape(-1, *a.shape[1:])
-    k = tuple(take_rows(a) for a in cache["k"])
-    v = tuple(take_rows(a) for a in cache["v"])
-  else:
-    k, v = jnp.take(cache["k"], rows, axis=1), jnp.take(cache["v"], rows, axis=1)
-  return {"k": k, "v": v,
-          "mask": jnp.take(cache["mask"], rows, axis=0), "pos": jnp.take(cache["pos"], rows, axis=0),
-          "index": cache["index"]}
-
-
-def repeat_cache(cache: Cache, n: int) -> Cache:
-  """Each row repeated n times consecutively ([b0, b0, ..., b1, ...]), as HF expands beams."""
-  rows = jnp.repeat(jnp.arange(cache["pos"].shape[0]), n)
-  return reorder_cache(cache, rows)
 
 
 class Llama(nn.Module):
@@ -439,13 +276,14 @@ class Llama(nn.Module):
   def logits(self, x):
     """Final hidden states [B,T,E] (after the norm) -> float32 logits [B,T,V]."""
     if self.config.tie_word_embeddings:
-      y = _dot(x, self.embed_tokens.embedding.T, 1, dtype_of(self.config.dtype))
+      y = matmul_as_2d(x, self.embed_tokens.embedding.T, 1, dtype_of(self.config.dtype))
     else:
       y = self.lm_head(x)
     return constrain(y, "activation_batch", "activation_length", "activation_vocab")
 
   def __call__(self, input_ids=None, *, inputs_embeds=None, attention_mask=None, positions=None,
-               cache: Cache | None = None, last_only: bool = False, return_hidden: bool = False):
+               cache: kv_cache.Cache | None = None, last_only: bool = False,
+               return_hidden: bool = False):
     """Logits [B,T,V] float32 (or [B,1,V] with last_only); with `cache`, (logits, new_cache).
 
     `return_hidden` (no cache): the final hidden states after the norm [B,T,E] in place of the
@@ -536,94 +374,3 @@ def param_shapes(config: LlamaConfig):
   return nn.unbox(shapes["params"])
 
 
-def unstack_layers(params, num_layers: int):
-  """Scanned params (`layers` stacked on axis 0) -> per-layer `layers_{i}` params."""
-  if "layers" not in params:
-    return params
-  out = {k: v for k, v in params.items() if k != "layers"}
-  for i in range(num_layers):
-    out[f"layers_{i}"] = jax.tree.map(lambda a, i=i: a[i], params["layers"])
-  return out
-
-
-def stack_layers(params, num_layers: int):
-  """Per-layer `layers_{i}` params -> scanned params (`layers` stacked on axis 0)."""
-  if "layers_0" not in params:
-    return params
-  out = {k: v for k, v in params.items() if not k.startswith("layers_")}
-  out["layers"] = jax.tree.map(lambda *a: jnp.stack(a), *[params[f"layers_{i}"]
-                                                          for i in range(num_layers)])
-  return out
-
-
-def unrolled(model: "Llama") -> "Llama":
-  """The same model with per-layer modules (`layers_{i}`) and no remat (same kernel layout)."""
-  import dataclasses
-  cfg = model.config
-  if not cfg.scan_layers and cfg.remat_policy == "none":
-    return model
-  return Llama(dataclasses.replace(cfg, scan_layers=False, remat_policy="none"),
-               decode_layout=model.decode_layout)
-
-
-def decoding_model(model: "Llama") -> "Llama":
-  """The decoding twin of a model: unrolled, no remat, kernels in the decode layout."""
-  twin = unrolled(model)
-  return twin if twin.decode_layout else Llama(twin.config, decode_layout=True)
-
-
-# Projection kernels and how many of their leading axes are inputs.
-_KERNEL_INPUT_AXES = {"q_proj": 1, "k_proj": 1, "v_proj": 1, "o_proj": 2, "gate_proj": 1,
-                      "up_proj": 1, "down_proj": 1, "lm_head": 1}
-
-
-# Projections the decode layout reads as one product: (fused name, parts in order, the dict
-# holding them). On CPU a decode step's matrix-vector products stream the weights faster as one
-# large product than as several small ones (gate+up of the `small` model: 28.3 -> 31.0 GB/s).
-_DECODE_FUSED = (("gate_up_proj", ("gate_proj", "up_proj"), "mlp"),
-                 ("qkv_proj", ("q_proj", "k_proj", "v_proj"), "self_attn"))
-
-
-def to_decode_layout(params):
-  """Projection kernels [*in, *out] -> [*out, *in] (the decode layout), with q/k/v and
-  gate/up concatenated along their first output axis into `qkv_proj` and `gate_up_proj`
-  (biases too); other leaves as they are."""
-  def move(path, leaf):
-    names = [str(getattr(k, "key", k)) for k in path]
-    n_in = _KERNEL_INPUT_AXES.get(names[-2]) if len(names) > 1 else None
-    if names[-1] != "kernel" or n_in is None:
-      return leaf
-    return jnp.transpose(leaf, tuple(range(n_in, leaf.ndim)) + tuple(range(n_in)))
-
-  def fuse(tree):
-    if not isinstance(tree, Mapping):
-      return tree
-    tree = {key: fuse(value) for key, value in tree.items()}
-    for fused, parts, holder in _DECODE_FUSED:
-      block = tree.get(holder)
-      if isinstance(block, Mapping) and all(p in block for p in parts):
-        block = dict(block)
-        pieces = [block.pop(p) for p in parts]
-        block[fused] = {name: jnp.concatenate([piece[name] for piece in pieces], axis=0)
-                        for name in pieces[0]}
-        tree[holder] = block
-    return tree
-  return fuse(jax.tree_util.tree_map_with_path(move, params))
-
-
-def for_decoding(model: "Llama", params):
-  """The decoding twin of a model and its params: unrolled layers, kernels stored [out, in].
-
-  A scanned model slices every layer's weights out of the stacked arrays inside the loop, which
-  on CPU copies them each step (about 2.5x slower decoding); the unrolled model reads them in
-  place. The [out, in] kernels stream faster in few-row products (`_dot_transposed`), and q/k/v
-  and gate/up are one kernel each (`to_decode_layout`): fewer, larger products. Call it
-  once outside jit and decode with the twin (a twin passes through unchanged); inside jit the
-  conversion is one copy of the weights per call.
-  """
-  if model.decode_layout and not model.config.scan_layers:
-    return model, params
-  params = unstack_layers(params, model.config.num_layers)
-  if not model.decode_layout:
-    params = to_decode_layout(params)
-  return decoding_model(model), params

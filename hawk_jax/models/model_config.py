@@ -99,6 +99,11 @@ class LlamaConfig:
     return _from_dict(cls, d)
 
 
+# The towers of a HawkConfig, and those whose parameters training updates.
+TOWERS = ("vision", "qformer", "video_qformer", "llm")
+TRAINABLE_TOWERS = ("video_qformer",)
+
+
 @dataclasses.dataclass(frozen=True)
 class HawkConfig:
   """Two branches (appearance, motion) of ViT -> ln_vision -> image Q-Former -> frame
@@ -124,6 +129,19 @@ class HawkConfig:
     """Placeholders in a prompt: [appearance tokens; motion tokens]."""
     return 2 * self.num_visual_tokens_per_branch
 
+  def with_dtype(self, dtype: str) -> "HawkConfig":
+    """The precision policy, in one place: every tower computes in `dtype`; the frozen ones
+    (ViT, image Q-Former, LLM) also store their parameters in it, while the trainable video
+    Q-Formers keep float32 parameters (the optimizer updates them in float32).
+
+    Training at full size is `with_dtype("bfloat16")` (configs/common.py), inference on a CPU
+    casts to "float32" (hawk_jax/workdir.py), the benchmark picks either."""
+    def tower(name):
+      c = getattr(self, name)
+      param_dtype = "float32" if name in TRAINABLE_TOWERS else dtype
+      return dataclasses.replace(c, dtype=dtype, param_dtype=param_dtype)
+    return dataclasses.replace(self, **{name: tower(name) for name in TOWERS})
+
   @classmethod
   def from_dict(cls, d):
     d = dict(d)
@@ -136,6 +154,11 @@ class HawkConfig:
 
   def to_dict(self):
     return dataclasses.asdict(self)
+
+  @classmethod
+  def from_stage_config(cls, cfg) -> "HawkConfig":
+    """The model section (`cfg.model`) of a stage config (an ml_collections ConfigDict)."""
+    return cls.from_dict(cfg.model.to_dict())
 
 
 def hawk_config(size: str) -> HawkConfig:

@@ -20,10 +20,10 @@ Parameter tree (the converters rely on these names):
 from __future__ import annotations
 
 import flax.linen as nn
-import jax
 
 from hawk_jax.models.blip2_layers import Dense, LayerNorm, attention
-from hawk_jax.models.common import constrain, dtype_of, gelu_exact
+from hawk_jax.models.common import constrain, dtype_of
+from hawk_jax.models.kernels import gelu_exact
 from hawk_jax.models.model_config import QFormerConfig
 
 _HIDDEN = ("activation_batch", "activation_length", "activation_embed")

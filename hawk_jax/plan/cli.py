@@ -5,7 +5,7 @@ when it does not fit.
   python -m hawk_jax.plan --config configs/stage2_finetune.py:size=hawk7b --devices 64 \
       --chip v5e [--batch 64] [--mesh 1,-1,1] [--remat full] [--config.x=...]
 
-N fake CPU devices stand in for the slice (XLA_FLAGS is set here, before JAX starts); nothing
+N fake CPU devices stand in for the slice (set here, before JAX starts a backend); nothing
 is allocated: parameters, optimizer state and batch are abstract arrays with their shardings
 (hawk_jax.plan.estimate). With libtpu installed, `--tpu_topology v5e:8x8` compiles for the real TPU
 slice instead (jax.experimental.topologies); without it the flag falls back to fake devices.
@@ -22,14 +22,21 @@ is 0 when the step fits, 3 when it does not, 2 on bad arguments.
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import math
-import os
 import re
 import resource
 import sys
 import time
+
+import jax
+
+from hawk_jax import compile_cache
+from hawk_jax import flops as flops_lib
+from hawk_jax.hardware import chip as chip_spec
+from hawk_jax.models.common import remat_names
+from hawk_jax.plan import estimate as planner
+from hawk_jax.stage_config import ConfigError, load_config, split_config_args
 
 EXIT_DOES_NOT_FIT = 3
 
@@ -67,24 +74,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[tuple[str, str]]]:
-  """Split `--config.KEY=VALUE` / `--config.KEY VALUE` overrides from the planner's own flags."""
-  rest, overrides = [], []
-  i = 0
-  while i < len(argv):
-    a = argv[i]
-    if a.startswith("--config."):
-      key, eq, value = a[len("--config."):].partition("=")
-      if not eq:
-        if i + 1 >= len(argv):
-          raise SystemExit(f"{a}: missing value")
-        value = argv[i + 1]
-        i += 1
-      overrides.append((key, value))
-    else:
-      rest.append(a)
-    i += 1
-  args = _parser().parse_args(rest)
-  return args, overrides
+  """The planner's own flags, and the `--config.KEY=VALUE` overrides (hawk_jax.stage_config)."""
+  try:
+    rest, spec, overrides = split_config_args(argv)
+  except ConfigError as e:
+    raise SystemExit(str(e)) from None
+  if spec is not None:
+    rest = ["--config", spec] + rest
+  return _parser().parse_args(rest), overrides
 
 
 def topology_size(name: str) -> int:
@@ -96,59 +93,15 @@ def topology_size(name: str) -> int:
 
 
 def set_device_env(devices: int) -> None:
-  """Fake CPU devices; must run before JAX is imported."""
-  if "jax" in sys.modules:
-    import jax
+  """`devices` fake CPU devices stand in for the slice; must run before JAX starts a backend."""
+  try:
+    jax.config.update("jax_platforms", "cpu")
+    jax.config.update("jax_num_cpu_devices", devices)
+  except RuntimeError:  # a backend is already running (the planner was imported, not run)
     if jax.device_count() != devices:
       raise RuntimeError(f"JAX already started with {jax.device_count()} devices; the planner "
-                         f"needs {devices}: run it as its own process (python -m hawk_jax.plan)")
-    return
-  flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "",
-                 os.environ.get("XLA_FLAGS", ""))
-  os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={devices}".strip()
-  os.environ.setdefault("JAX_PLATFORMS", "cpu")
-
-
-def coerce(current, text: str, key: str):
-  """A command-line string as the type of the config value it replaces."""
-  try:
-    if isinstance(current, bool):
-      if text.lower() in ("true", "1", "yes"):
-        return True
-      if text.lower() in ("false", "0", "no"):
-        return False
-      raise ValueError("expected true or false")
-    if isinstance(current, int):
-      return int(text)
-    if isinstance(current, float):
-      return float(text)
-    if isinstance(current, str):
-      return text
-    if isinstance(current, (tuple, list)):
-      value = ast.literal_eval(text)
-      if not isinstance(value, (tuple, list)):
-        raise ValueError("expected a tuple or list")
-      return type(current)(value)
-  except (ValueError, SyntaxError) as e:
-    raise SystemExit(f"--config.{key}={text!r}: cannot read it as {type(current).__name__} "
-                     f"({e})") from None
-  try:
-    return ast.literal_eval(text)
-  except (ValueError, SyntaxError):
-    return text
-
-
-def apply_overrides(cfg, overrides: list[tuple[str, str]]) -> None:
-  for key, text in overrides:
-    node = cfg
-    *parents, leaf = key.split(".")
-    for p in parents:
-      if p not in node:
-        raise SystemExit(f"--config.{key}: the config has no field {p!r}")
-      node = node[p]
-    if leaf not in node:
-      raise SystemExit(f"--config.{key}: the config has no field {leaf!r}")
-    node[leaf] = coerce(node[leaf], text, key)
+                         f"needs {devices}: run it as its own process "
+                         f"(python -m hawk_jax.plan)") from None
 
 
 def _mem(n: float) -> str:
@@ -196,10 +149,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _load(args, overrides):
-  from hawk_jax.stage_config import load_config
-  from hawk_jax.models.common import remat_names
-  cfg = load_config(args.config)
-  apply_overrides(cfg, overrides)
+  try:
+    cfg = load_config(args.config, overrides)
+  except ConfigError as e:
+    raise SystemExit(str(e)) from None
   if args.batch is not None:
     cfg.train.batch_size = args.batch
   if args.mesh:
@@ -220,7 +173,6 @@ def _load(args, overrides):
 
 def _devices(args, out):
   """The TPU topology's devices when libtpu can compile for it, else the fake CPU devices."""
-  import jax
   if args.tpu_topology:
     try:
       import libtpu  # noqa: F401
@@ -234,9 +186,6 @@ def _devices(args, out):
 
 
 def _run(args, overrides) -> int:
-  from hawk_jax import compile_cache, flops as flops_lib
-  from hawk_jax.plan import estimate as planner
-  from hawk_jax.hardware import chip as chip_spec
 
   out = print
   chip = chip_spec(args.chip)
@@ -246,7 +195,7 @@ def _run(args, overrides) -> int:
   capacity = planner.capacity_bytes(chip, args.hbm_gib, args.usable)
   t_start = time.perf_counter()
 
-  setup = planner.train_setup(cfg, devices)
+  setup = planner.train_setup(cfg, devices=devices)
   on_cpu = setup.mesh.devices.flat[0].platform == "cpu"
   temp_scale = args.temp_scale if args.temp_scale is not None else (
       planner.default_temp_scale(setup.config, on_cpu=on_cpu))
@@ -323,7 +272,6 @@ def _print_header(out, args, cfg, setup, chip, on_tpu, comp):
 
 
 def _print_memory(out, setup, mem, capacity, chip, args, fits):
-  from hawk_jax.plan import estimate as planner
   n_train = planner.num_params(setup.state["trainable"])
   n_frozen = planner.num_params(setup.frozen)
   hbm = args.hbm_gib if args.hbm_gib is not None else chip.hbm_gib
@@ -349,7 +297,6 @@ def _print_memory(out, setup, mem, capacity, chip, args, fits):
 
 
 def _print_flops_and_time(out, chip, setup, executed, model, traffic, est, args):
-  from hawk_jax.plan import estimate as planner
   n = setup.num_devices
   out("FLOPs per step (global, counted on the traced program, scanned layers x their count)")
   out(f"  executed {_tflop(executed.total)} (matmul {_tflop(executed.matmul)}), remat "
@@ -378,7 +325,6 @@ def _print_flops_and_time(out, chip, setup, executed, model, traffic, est, args)
 
 
 def _print_alternatives(out, setup, mem, capacity, args, devices, temp_scale) -> list:
-  from hawk_jax.plan import estimate as planner
   over = mem.total - capacity
   big = max([("parameters + optimizer state", mem.state),
              ("activations/temporaries", mem.temp), ("batch", mem.batch)], key=lambda x: x[1])
@@ -404,7 +350,7 @@ def _print_alternatives(out, setup, mem, capacity, args, devices, temp_scale) ->
     tried += 1
     try:
       cfg2 = planner.with_overrides(setup.cfg, c.overrides)
-      s2 = planner.train_setup(cfg2, devices)
+      s2 = planner.train_setup(cfg2, devices=devices)
       comp2 = planner.compile_train_step(s2)
       m2 = planner.memory_plan(s2, comp2.compiled, temp_scale)
     except ValueError as e:
@@ -421,13 +367,6 @@ def _print_alternatives(out, setup, mem, capacity, args, devices, temp_scale) ->
 
 
 def _print_generation(out, setup, chip, args, temp_scale) -> list:
-  from hawk_jax.plan import estimate as planner
-  try:
-    from hawk_jax.infer import generate
-    generate.prefill, generate.decode_step  # noqa: B018
-  except (ImportError, AttributeError) as e:
-    out(f"generation: skipped (hawk_jax.infer.generate has no prefill/decode_step to lower: {e})")
-    return []
   cfg = setup.cfg
   batch = args.gen_batch or setup.global_batch
   prompt, new = int(cfg.data.max_len), int(cfg.generate.max_new_tokens)

@@ -3,7 +3,7 @@
 Everything here is abstract: parameters, optimizer state, batch and KV cache are
 `jax.ShapeDtypeStruct`s that carry their shardings, so a 7B-parameter step for 64 or 256
 devices is traced, lowered and compiled on one CPU (with fake devices) without allocating it.
-The train step is the one `hawk_jax.train.loop` runs (`jit_train_step`), traced inside
+The train step is the one `hawk_jax.train.loop` runs (`hawk_jax.train.state`), traced inside
 `jax.set_mesh` so the model's logical activation constraints apply.
 
 What comes out:
@@ -45,34 +45,31 @@ import ml_collections
 from jax.sharding import Mesh, NamedSharding
 
 from hawk_jax import flops as flops_lib
-from hawk_jax.stage_config import hawk_model_config
 from hawk_jax.hardware import Chip
+from hawk_jax.infer import generate
+from hawk_jax.models.hawk import Hawk, merge_params
+from hawk_jax.models.kv_cache import cache_logical_axes, init_cache
+from hawk_jax.models.llama import Llama
 from hawk_jax.models.model_config import HawkConfig
-from hawk_jax.models.hawk import Hawk, split_params
-from hawk_jax.sharding import make_mesh, rules_as_list
-from hawk_jax.train.init import param_shardings
-from hawk_jax.train.loop import jit_train_step, train_state_shardings
-from hawk_jax.train.optim import make_optimizer
-from hawk_jax.train.step import batch_keys
+from hawk_jax.stage_config import apply_overrides
+from hawk_jax.train.state import TrainSetup, train_setup  # noqa: F401 (the planner's setup)
 
 GIB = float(1 << 30)
 # The planner never runs what it compiles: skip LLVM's optimisations (a third of the CPU
 # compile time here; buffer assignment, hence memory_analysis, is unchanged).
 PLAN_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0,
                          "xla_llvm_disable_expensive_passes": True}
-# An accelerator's temporaries over a CPU compile's for the same bf16 program. DESIGN.md §6
-# saw "about 2x real"; the hawk7b stage-2 step at batch 16 on one device had 42.07 GiB of CPU
-# temp against 5.96 GiB compiled for an H200 (0.14), so 0.5 errs on the safe side. Override
-# with --temp_scale; a TPU topology compile and an all-f32 model use 1.
+# An accelerator's temporaries over a CPU compile's for the same bf16 program (docs/model.md,
+# "Scale": a CPU compile's temp is about 2x real); the hawk7b stage-2 step at batch 16 on one
+# device had 42.07 GiB of CPU temp against 5.96 GiB compiled for an H200 (0.14), so 0.5 errs
+# on the safe side. Override with --temp_scale; a TPU topology compile and an all-f32 model
+# use 1.
 CPU_TEMP_SCALE = 0.5
 # Roofline step time (efficiency = overlap = 1) over the measured one for the hawk7b stage-2
 # step on one H200 (jax 0.11.2, random weights, `hawk_jax.bench.train_step --size hawk7b
 # --batch 8 --frames 32 --text_len 448 --remat full`): 456.4 TFLOP executed / 989 TFLOP/s =
-# 0.461 s roofline, 1.068 s measured with cuDNN attention (`attention_impl=auto`); 1.179 s
-# with the einsums. The FLOPs are recounted since: the run's own count (508.2) included
-# weight-gradient products of the frozen LLM that the bf16 backward pass left in the jaxpr and
-# XLA dropped (models/common.py `einsum_f32`). (Before the chunked LM-head loss and fused
-# attention: batch 16, 0.35 on the old count.)
+# 0.461 s roofline, 1.068 s measured with cuDNN attention (`attention_impl=auto`). The history
+# of this figure is in BENCHMARKS.md ("On a GPU").
 MEASURED_EFFICIENCY = {"h200": 0.43}
 
 
@@ -82,98 +79,7 @@ def default_temp_scale(config: HawkConfig, on_cpu: bool) -> float:
   return CPU_TEMP_SCALE if (on_cpu and bf16) else 1.0
 
 
-# --- the abstract train step ------------------------------------------------------------------
-
-@dataclasses.dataclass
-class TrainSetup:
-  """One configuration's train step, ready to trace: model, mesh and abstract arguments."""
-  cfg: ml_collections.ConfigDict
-  config: HawkConfig
-  model: Hawk
-  mesh: Mesh
-  rules: list
-  state: dict       # {step, trainable, opt_state} as sharded ShapeDtypeStructs
-  frozen: dict
-  batch: dict
-  jit_step: Any
-
-  @property
-  def num_devices(self) -> int:
-    return int(self.mesh.devices.size)
-
-  @property
-  def global_batch(self) -> int:
-    return int(self.cfg.train.batch_size)
-
-  @property
-  def batch_shards(self) -> int:
-    """Devices the batch is split over (the mesh axes `activation_batch` maps to)."""
-    spec = self.batch["input_ids"].sharding.spec
-    return _axes_size(self.mesh, spec[0] if len(spec) else None)
-
-
-def batch_shapes(cfg, batch_size: int) -> dict[str, tuple[tuple[int, ...], Any]]:
-  """Global shapes and dtypes of one training batch, as the Grain loaders produce it."""
-  t, s = int(cfg.data.num_frames), int(cfg.data.image_size)
-  video = ((batch_size, t, s, s, 3), jnp.uint8)
-  text = ((batch_size, int(cfg.data.max_len)), jnp.int32)
-  ml = ((batch_size, int(cfg.data.ml_max_len)), jnp.int32)
-  shapes = {"frames": video, "motion": video}
-  for k in ("input_ids", "attention_mask", "visual_mask", "labels"):
-    shapes[k] = text
-  for k in ("ml_input_ids", "ml_attention_mask", "ml_visual_mask", "ml_labels"):
-    shapes[k] = ml
-  return {k: shapes[k] for k in batch_keys(cfg.loss.ml_source == "motion_text")}
-
-
-def _axes_size(mesh: Mesh, entry) -> int:
-  if entry is None:
-    return 1
-  names = (entry,) if isinstance(entry, str) else tuple(entry)
-  return int(math.prod(mesh.shape[n] for n in names))
-
-
-def _with_sharding(abstract, shardings):
-  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                      abstract, shardings)
-
-
-def train_setup(cfg: ml_collections.ConfigDict, devices=None) -> TrainSetup:
-  """The train step of `cfg` on a mesh of `devices` (default: all), with abstract arguments."""
-  config = hawk_model_config(cfg)
-  model = Hawk(config)
-  rules = rules_as_list(cfg.logical_axis_rules)
-  mesh = make_mesh(cfg.mesh_shape, devices=devices)
-  abstract, shardings = param_shardings(model, mesh, rules)
-  trainable, frozen = split_params(abstract, config)
-  train_shard, frozen_shard = split_params(shardings, config)
-  tx, schedule = make_optimizer(cfg.optim, cfg.train.num_steps)
-  state_shard = train_state_shardings(tx, trainable, train_shard, mesh)
-  shapes = batch_shapes(cfg, int(cfg.train.batch_size))
-  jit_step, batch_shard = jit_train_step(model, cfg, tx, schedule, mesh, rules, state_shard,
-                                         frozen_shard, {k: len(s) for k, (s, _) in shapes.items()})
-  batch = {k: jax.ShapeDtypeStruct(s, d, sharding=batch_shard[k]) for k, (s, d) in shapes.items()}
-  _check_batch(cfg, mesh, batch_shard["input_ids"])
-  state = {"step": jax.ShapeDtypeStruct((), jnp.int32, sharding=state_shard["step"]),
-           "trainable": _with_sharding(trainable, train_shard),
-           "opt_state": _with_sharding(jax.eval_shape(tx.init, trainable),
-                                       state_shard["opt_state"])}
-  return TrainSetup(cfg, config, model, mesh, rules, state, _with_sharding(frozen, frozen_shard),
-                    batch, jit_step)
-
-
-def _check_batch(cfg, mesh: Mesh, sharding: NamedSharding) -> None:
-  b = int(cfg.train.batch_size)
-  accum = int(cfg.optim.grad_accum_steps)
-  shards = _axes_size(mesh, sharding.spec[0] if len(sharding.spec) else None)
-  if b % accum:
-    raise ValueError(f"train.batch_size={b} is not a multiple of optim.grad_accum_steps={accum}")
-  if (b // accum) % shards:
-    raise ValueError(
-        f"train.batch_size={b} / grad_accum_steps={accum} = {b // accum} rows per micro-batch "
-        f"do not split over the {shards} devices of the batch mesh axes "
-        f"(mesh {dict(mesh.shape)}); use a multiple of {shards * accum}")
-
+# --- the abstract train step (hawk_jax.train.state.train_setup) ------------------------------
 
 @dataclasses.dataclass
 class Compiled:
@@ -198,8 +104,7 @@ def compile_train_step(setup: TrainSetup, compiler_options: dict | None = None) 
 
 
 def trace_train_step(setup: TrainSetup):
-  with jax.set_mesh(setup.mesh):
-    return setup.jit_step.trace(setup.state, setup.frozen, setup.batch)
+  return setup.trace()
 
 
 # --- memory -----------------------------------------------------------------------------------
@@ -274,12 +179,7 @@ def memory_plan(setup: TrainSetup, compiled, temp_scale: float) -> MemoryPlan:
 def with_overrides(cfg: ml_collections.ConfigDict, overrides: dict) -> ml_collections.ConfigDict:
   """A copy of `cfg` with dotted-key overrides (values already typed)."""
   out = ml_collections.ConfigDict(cfg.to_dict())
-  for key, value in overrides.items():
-    node = out
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
+  apply_overrides(out, overrides)
   return out
 
 
@@ -289,7 +189,7 @@ def remat_overrides(policy: str) -> dict:
 
 def model_flops(cfg, devices=None) -> flops_lib.FlopCount:
   """FLOPs of the step without remat recomputation (the MFU numerator)."""
-  setup = train_setup(with_overrides(cfg, remat_overrides("none")), devices)
+  setup = train_setup(with_overrides(cfg, remat_overrides("none")), devices=devices)
   return flops_lib.count_traced(trace_train_step(setup))
 
 
@@ -557,12 +457,8 @@ def plan_generation(setup: TrainSetup, batch: int, prompt_len: int, new_tokens: 
   """Compile what one generation request runs: video encoding + prompt embedding, the LLM
   prefill of the prompt into a KV cache of prompt + `new_tokens` slots, and one decode step
   (hawk_jax.infer.generate's jitted functions)."""
-  from hawk_jax.infer import generate
-  from hawk_jax.models.llama import Llama, cache_logical_axes, init_cache
-
   cfg, config, mesh, rules, model = setup.cfg, setup.config, setup.mesh, setup.rules, setup.model
-  abstract, shardings = param_shardings(model, mesh, rules)
-  params = _with_sharding(abstract, shardings)
+  params = merge_params(setup.state["trainable"], setup.frozen)
   llm = Llama(config.llm)
   llm_params = params["llm"]
   batch_axes = ("activation_batch",)

@@ -8,15 +8,18 @@ or multi-node GPU) pass --distributed to call `jax.distributed.initialize()` fir
 """
 from __future__ import annotations
 
+import argparse
+import logging
 import os
+import sys
+from typing import Sequence
 
-from absl import app, flags
-from ml_collections import config_flags
+import jax
+from absl import flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "stage config file[:size=..,variant=..]")
-_WORKDIR = flags.DEFINE_string("workdir", None, "where checkpoints, logs and metrics go")
-_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize()")
-_STOP_AFTER = flags.DEFINE_integer("stop_after", None, "stop after N steps of this invocation")
+from hawk_jax import compile_cache
+from hawk_jax.stage_config import add_config_arguments, parse_args_with_config
+from hawk_jax.train.loop import train_stage
 
 
 def distributed_args(env=None) -> dict:
@@ -32,20 +35,32 @@ def distributed_args(env=None) -> dict:
   return out
 
 
-def main(argv):
-  del argv
-  if _CONFIG.value is None or _WORKDIR.value is None:
-    raise app.UsageError("--config and --workdir are required")
-  import jax
-  if _DISTRIBUTED.value:
+def _parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(prog="python -m hawk_jax.train", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  add_config_arguments(p)
+  p.add_argument("--workdir", required=True, help="where checkpoints, logs and metrics go")
+  p.add_argument("--distributed", action="store_true",
+                 help="call jax.distributed.initialize() first (multi-host)")
+  p.add_argument("--stop_after", type=int, default=None,
+                 help="stop after N steps of this invocation")
+  return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  args, cfg = parse_args_with_config(_parser(), argv)
+  flags.FLAGS.mark_as_parsed()  # Grain worker processes read absl flags
+  # force: a library imported above may have put a WARNING-level handler on the root logger.
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
+                      force=True)
+  if args.distributed:
     jax.distributed.initialize(**distributed_args())
-  from hawk_jax import compile_cache
   compile_cache.enable()
-  from hawk_jax.train.loop import train_stage
-  r = train_stage(_CONFIG.value, _WORKDIR.value, stop_after=_STOP_AFTER.value)
-  print(f"stage {_CONFIG.value.stage}: steps={r.steps} first_loss={r.first_loss} "
+  r = train_stage(cfg, args.workdir, stop_after=args.stop_after)
+  print(f"stage {cfg.stage}: steps={r.steps} first_loss={r.first_loss} "
         f"last_loss={r.last_loss} eval_loss={r.eval_loss} workdir={r.workdir}")
+  return 0
 
 
 if __name__ == "__main__":
-  app.run(main)
+  sys.exit(main())

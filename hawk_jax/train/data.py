@@ -5,8 +5,10 @@ import logging
 
 import jax
 
-from hawk_jax.stage_config import hawk_model_config
+from data_pipelines import loaders, tower_cache
+from hawk_jax.models.model_config import HawkConfig
 from hawk_jax.text.tokenizer import check_fits_vocab, load_tokenizer
+from hawk_jax.workdir import load_params
 
 log = logging.getLogger("hawk_jax.train")
 
@@ -17,31 +19,50 @@ def tokenizer_for(cfg):
   return tok
 
 
+def train_examples(cfg, train: bool = True) -> loaders.TrainExamples:
+  """The training examples a stage config describes, built once. `train=False` gives the
+  held-out evaluation loss's: no augmentation, another seed."""
+  config = HawkConfig.from_stage_config(cfg)
+  frame_tokens_dir = cfg.data.get("frame_tokens_dir", "")
+  return loaders.TrainExamples(
+      stage=1 if cfg.data.source == "captions" else 2, num_frames=cfg.data.num_frames,
+      image_size=cfg.data.image_size, num_visual_tokens=config.num_visual_tokens,
+      max_len=cfg.data.max_len, ml_max_len=cfg.data.ml_max_len,
+      max_text_tokens=cfg.data.max_text_tokens, seed=cfg.seed + (0 if train else 1),
+      augment=train and cfg.data.get("augment", True) and not frame_tokens_dir,
+      shared_crop=cfg.data.shared_crop, description_swap_probability=cfg.data.description_prob,
+      frame_tokens_dir=frame_tokens_dir)
+
+
+def batch_spec(cfg, batch_size: int | None = None) -> dict[str, jax.ShapeDtypeStruct]:
+  """The global batch the train step takes (MaxText's get_shaped_batch): the loader's layout
+  (`TrainExamples.batch_spec`) less the motion-language arrays when the loss has no L_ML pass.
+  The loop's batch shardings, the planner's abstract batch and the benchmark's random batch
+  all come from here."""
+  config = HawkConfig.from_stage_config(cfg)
+  spec = train_examples(cfg).batch_spec(
+      int(cfg.train.batch_size if batch_size is None else batch_size),
+      frame_token_shape=(config.qformer.num_query_tokens, config.qformer.hidden_size))
+  if cfg.loss.ml_source != "motion_text":
+    spec = {k: v for k, v in spec.items() if not k.startswith("ml_")}
+  return spec
+
+
 def train_iterator(cfg, split: str = "train", train: bool = True):
   """A checkpointable Grain iterator of per-host numpy batches for stage 1 or 2."""
-  from data_pipelines import loaders
   if not cfg.data.dir:
     raise ValueError("config.data.dir is empty: point it at a pre-extracted dataset "
                      "(python -m data_pipelines.extract ... --out_dir DIR)")
   if cfg.train.batch_size % jax.process_count():
     raise ValueError(f"train.batch_size={cfg.train.batch_size} is not divisible by the "
                      f"{jax.process_count()} processes")
-  config = hawk_model_config(cfg)
-  stage = 1 if cfg.data.source == "captions" else 2
-  frame_tokens_dir = cfg.data.get("frame_tokens_dir", "")
-  if frame_tokens_dir:
-    check_tower_cache(cfg, frame_tokens_dir)
+  examples = train_examples(cfg, train)
+  if examples.frame_tokens_dir:
+    check_tower_cache(cfg, examples.frame_tokens_dir)
   ds = loaders.make_train_loader(
-      cfg.data.dir, stage=stage, tokenizer=tokenizer_for(cfg), num_frames=cfg.data.num_frames,
-      image_size=cfg.data.image_size, num_visual_tokens=config.num_visual_tokens,
-      max_len=cfg.data.max_len, ml_max_len=cfg.data.ml_max_len,
-      batch_size=cfg.train.batch_size // jax.process_count(), seed=cfg.seed + (0 if train else 1),
-      worker_count=cfg.data.worker_count if train else 0, split=split,
-      shuffle=train,
-      augment=train and cfg.data.get("augment", True) and not frame_tokens_dir,
-      shared_crop=cfg.data.shared_crop,
-      max_text_tokens=cfg.data.max_text_tokens,
-      description_swap_probability=cfg.data.description_prob, frame_tokens_dir=frame_tokens_dir)
+      cfg.data.dir, examples, tokenizer_for(cfg),
+      batch_size=cfg.train.batch_size // jax.process_count(),
+      worker_count=cfg.data.worker_count if train else 0, split=split, shuffle=train)
   return iter(ds)
 
 
@@ -50,8 +71,7 @@ def check_tower_cache(cfg, frame_tokens_dir: str) -> None:
   width or pixel normalisation, towers other than those of `init.from_stage` (compared by
   their image-query tokens), or a model that trains `query_tokens_motion` (the released
   variant: the motion towers' output then changes every step)."""
-  from data_pipelines import tower_cache
-  config = hawk_model_config(cfg)
+  config = HawkConfig.from_stage_config(cfg)
   if config.trainable_query_tokens_motion:
     raise ValueError(
         f"data.frame_tokens_dir={frame_tokens_dir!r}: this model trains query_tokens_motion "
@@ -68,8 +88,7 @@ def check_tower_cache(cfg, frame_tokens_dir: str) -> None:
                 "randomly initialised and cannot be checked against the cache's (made from "
                 "%s)", meta.towers_workdir)
     return
-  from hawk_jax.train.write_tower_cache import read_towers
-  _, _, q = read_towers(prev, groups=("query_tokens",))
+  q = load_params(prev, groups=[("appearance", "query_tokens"), ("motion", "query_tokens")]).params
   probe = tower_cache.towers_probe(q["appearance"]["query_tokens"], q["motion"]["query_tokens"])
   if probe != meta.towers_probe:
     raise ValueError(f"tower cache {frame_tokens_dir} was made from the towers of "

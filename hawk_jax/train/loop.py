@@ -19,15 +19,15 @@ import numpy as np
 
 from hawk_jax import checkpoint
 from hawk_jax import flops as flops_lib
-from hawk_jax.stage_config import hawk_model_config
 from hawk_jax.hardware import chip as chip_spec
-from hawk_jax.models.hawk import Hawk, split_params
-from hawk_jax.sharding import batch_sharding, make_mesh, replicated, rules_as_list
+from hawk_jax.models.hawk import split_params
+from hawk_jax.models.params import count
+from hawk_jax.sharding import make_mesh
 from hawk_jax.train import data as train_data
-from hawk_jax.train.init import count, initialize
+from hawk_jax.train.init import initialize
 from hawk_jax.train.metrics_log import MetricsWriter
-from hawk_jax.train.optim import make_optimizer
-from hawk_jax.train.step import batch_keys, make_eval_step, make_train_step
+from hawk_jax.train.state import train_setup
+from hawk_jax.train.step import make_eval_step
 
 log = logging.getLogger("hawk_jax.train")
 
@@ -46,10 +46,6 @@ class StageResult:
   sources: dict
 
 
-def _to_host(tree):
-  return jax.tree.map(lambda x: np.asarray(x), tree)
-
-
 def _estimate_step_flops(traced) -> float:
   """Global FLOPs of one train step, counted on its jaxpr (hawk_jax/flops.py).
 
@@ -66,7 +62,6 @@ def train_stage(cfg: ml_collections.ConfigDict, workdir: str, *, stop_after: int
   if frozen_mode not in FROZEN_MODES:
     raise ValueError(f"train.frozen={frozen_mode!r}: expected one of {FROZEN_MODES}")
   os.makedirs(workdir, exist_ok=True)
-  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
   if jax.process_count() > 1:
     log.info("process %d of %d", jax.process_index(), jax.process_count())
   done = _finished(workdir, int(cfg.train.num_steps))
@@ -74,18 +69,16 @@ def train_stage(cfg: ml_collections.ConfigDict, workdir: str, *, stop_after: int
     log.info("%s: already trained to step %d; nothing to do", workdir, done.steps)
     return done
   checkpoint.write_config(workdir, cfg)
-  config = hawk_model_config(cfg)
-  model = Hawk(config)
-  rules = rules_as_list(cfg.logical_axis_rules)
   mesh = make_mesh(cfg.mesh_shape)
   log.info("mesh %s", dict(mesh.shape))
+  setup = train_setup(cfg, mesh)
+  config, model, rules = setup.config, setup.model, setup.rules
 
   with jax.set_mesh(mesh):
-    params, shardings, sources, frozen_from = initialize(model, cfg, mesh, rules)
+    params, _, sources, frozen_from = initialize(config, cfg, mesh, rules)
   for group, origin in sorted(sources.items()):
     log.info("params %-40s <- %s", group, origin)
   trainable, frozen = split_params(params, config)
-  train_shard, frozen_shard = split_params(shardings, config)
   log.info("parameters: trainable %s, frozen %s", f"{count(trainable):,}", f"{count(frozen):,}")
   # Through the resolver: a resumed "reference" run has frozen_ref.json, not frozen/ (and a
   # dangling one raises here instead of being papered over with a fresh copy).
@@ -93,33 +86,24 @@ def train_stage(cfg: ml_collections.ConfigDict, workdir: str, *, stop_after: int
       and jax.process_index() == 0):
     _store_frozen(workdir, frozen, frozen_mode, frozen_from)
 
-  tx, schedule = make_optimizer(cfg.optim, cfg.train.num_steps)
-  state_shard = train_state_shardings(tx, trainable, train_shard, mesh)
-  opt_shard = state_shard["opt_state"]
-  opt_state = jax.jit(tx.init, out_shardings=opt_shard)(trainable)
-  state = {"step": jnp.zeros((), jnp.int32), "trainable": trainable, "opt_state": opt_state}
-
+  state = setup.init_state(trainable)
   loader = train_data.train_iterator(cfg, split="train")
   ckpts = checkpoint.TrainCheckpoints(os.path.join(workdir, "checkpoints"),
                                       keep=cfg.train.keep_checkpoints)
   start = ckpts.latest_step()
   if start is not None:
-    restored = ckpts.restore(
-        start, checkpoint.abstract_like(state["trainable"], train_shard),
-        checkpoint.abstract_like(state["opt_state"], opt_shard), data_iter=loader)
+    restored = ckpts.restore(start, setup.state["trainable"], setup.state["opt_state"],
+                             data_iter=loader)
     state = {"step": jnp.asarray(start, jnp.int32), "trainable": restored["trainable"],
              "opt_state": restored["opt_state"]}
     log.info("resumed from %s step %d", ckpts.directory, start)
 
-  keys = batch_keys(cfg.loss.ml_source == "motion_text")
+  batch_shardings = setup.batch_shardings
   first_batch = next(loader)
-  jit_step, in_batch_shard = jit_train_step(
-      model, cfg, tx, schedule, mesh, rules, state_shard, frozen_shard,
-      {k: np.ndim(first_batch[k]) for k in keys})
 
   def to_device(b):
-    return {k: jax.make_array_from_process_local_data(in_batch_shard[k], np.asarray(b[k]))
-            for k in keys}
+    return {k: jax.make_array_from_process_local_data(s, np.asarray(b[k]))
+            for k, s in batch_shardings.items()}
 
   # MFU is rated against this chip's peak; an unknown name fails here, before the compile.
   peak = chip_spec(cfg.train.get("chip", "cpu")).peak_bf16_flops * jax.device_count()
@@ -128,7 +112,7 @@ def train_stage(cfg: ml_collections.ConfigDict, workdir: str, *, stop_after: int
   step = int(start or 0)
   batch = to_device(first_batch)
   with jax.set_mesh(mesh):  # without it Flax's activation constraints are no-ops
-    traced = jit_step.trace(state, frozen, batch)
+    traced = setup.jit_step.trace(state, frozen, batch)
     compiled = traced.lower().compile()
   step_flops = _estimate_step_flops(traced)
   log.info("train step: %.4g GFLOP, counted on its jaxpr (remat recomputation included, and "
@@ -172,8 +156,8 @@ def train_stage(cfg: ml_collections.ConfigDict, workdir: str, *, stop_after: int
   first_loss, last_loss = loss_ends(os.path.join(workdir, "metrics.jsonl"))
   eval_loss = None
   if step >= num_steps and cfg.train.eval_batches:
-    eval_loss = evaluate_loss(model, cfg, state["trainable"], frozen, mesh, rules, keys,
-                              in_batch_shard)
+    eval_loss = evaluate_loss(model, cfg, state["trainable"], frozen, mesh, rules,
+                              batch_shardings)
     if eval_loss is not None:
       writer.write(step, {"eval_loss": eval_loss})
   writer.close()
@@ -227,7 +211,7 @@ def loss_ends(metrics_path: str, n: int = 5) -> tuple[float | None, float | None
   return float(np.mean(losses_[:n])), float(np.mean(losses_[-n:]))
 
 
-def evaluate_loss(model, cfg, trainable, frozen, mesh, rules, keys, in_batch_shard):
+def evaluate_loss(model, cfg, trainable, frozen, mesh, rules, batch_shardings):
   """Mean loss over a few batches of the held-out split (None where there is none)."""
   try:
     it = train_data.train_iterator(cfg, split="test", train=False)
@@ -238,38 +222,8 @@ def evaluate_loss(model, cfg, trainable, frozen, mesh, rules, keys, in_batch_sha
   totals = []
   for _ in range(int(cfg.train.eval_batches)):
     b = next(it)
-    b = {k: jax.make_array_from_process_local_data(in_batch_shard[k], np.asarray(b[k]))
-         for k in keys}
+    b = {k: jax.make_array_from_process_local_data(s, np.asarray(b[k]))
+         for k, s in batch_shardings.items()}
     with jax.set_mesh(mesh):
       totals.append(float(eval_fn(trainable, frozen, b)["loss"]))
   return float(np.mean(totals)) if totals else None
-
-
-def train_state_shardings(tx, trainable, train_shard, mesh) -> dict:
-  """Shardings of the train state {step, trainable, opt_state}: Adam moments follow their
-  parameters, scalars (step, counts) are replicated. `trainable` may be abstract."""
-  return {"step": replicated(mesh), "trainable": train_shard,
-          "opt_state": _opt_state_shardings(tx, trainable, train_shard, mesh)}
-
-
-def jit_train_step(model, cfg, tx, schedule, mesh, rules, state_shard, frozen_shard,
-                   batch_ndim: dict):
-  """(jitted step, batch shardings): the step `train_stage` runs and `hawk_jax.plan.cli` compiles
-  ahead of time. `batch_ndim` maps each batch key to its rank. Trace or lower it inside
-  `jax.set_mesh(mesh)`: without a mesh in context Flax's logical activation constraints are
-  no-ops, and XLA is free to replicate whole towers (it replicated the ViT over the batch)."""
-  keys = batch_keys(cfg.loss.ml_source == "motion_text")
-  step_fn = make_train_step(model, tx, schedule, cfg.loss.to_dict(), cfg.seed,
-                            cfg.optim.grad_accum_steps, tuple(rules))
-  batch_shard = {k: batch_sharding(mesh, batch_ndim[k], rules) for k in keys}
-  jitted = jax.jit(step_fn, in_shardings=(state_shard, frozen_shard, batch_shard),
-                   out_shardings=(state_shard, replicated(mesh)), donate_argnums=(0,))
-  return jitted, batch_shard
-
-
-def _opt_state_shardings(tx, trainable, train_shard, mesh):
-  """Optimizer-state leaves that mirror a parameter take its sharding; the rest replicate."""
-  import optax
-  abstract = jax.eval_shape(tx.init, trainable)
-  return optax.tree_map_params(tx, lambda _, s: s, abstract, train_shard,
-                               transform_non_params=lambda _: replicated(mesh))

@@ -1,5 +1,6 @@
-"""The optimiser as released (DESIGN.md §3): AdamW (0.9, 0.999), weight decay 0.05 on
-matrices only, linear warm-up init_lr -> peak_lr then cosine to end_lr, optional clipping.
+"""The optimiser as released (docs/model.md, "Losses and stages"): AdamW (0.9, 0.999), weight
+decay 0.05 on matrices only, linear warm-up init_lr -> peak_lr then cosine to end_lr, optional
+clipping.
 
 It is built over the TRAINABLE parameter tree only, so frozen parameters have no optimizer
 state at all (the MaxText `multi_transform` effect, by construction).

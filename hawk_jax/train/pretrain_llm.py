@@ -4,8 +4,8 @@ HAWK freezes a pretrained LLM; the tiny config's LLM would otherwise be random, 
 frozen LLM cannot be taught captions through 16 visual tokens in a few dozen steps. This trains
 the tiny LLaMA as a plain causal LM on the corpus text itself — the prompts of stages 1 and 2
 with the visual placeholders removed (captions, the chat template, descriptions, QA, motion
-text, motion text) — then writes a "towers" workdir: `frozen/` holds the whole frozen tree (random ViTs and
-Q-Formers from the seed, this LLM) so that stage 1 starts from it with
+text) — then writes a "towers" workdir: `frozen/` holds the whole frozen tree (random ViTs
+and Q-Formers from the seed, this LLM) so that stage 1 starts from it with
 `--config.init.from_stage=DIR`, exactly as it would from `python -m hawk_jax.convert
 from-torch` output at full size.
 
@@ -14,32 +14,31 @@ from-torch` output at full size.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
+import sys
+from typing import Sequence
 
 import jax
 import numpy as np
 import optax
-from absl import app, flags
-from ml_collections import config_flags
 
-from hawk_jax import checkpoint, losses
-from hawk_jax.stage_config import hawk_model_config
-from hawk_jax.models.hawk import Hawk, split_params
+from data_pipelines import records
+from hawk_jax import checkpoint, compile_cache, losses
+from hawk_jax.models.hawk import split_params
 from hawk_jax.models.llama import Llama
+from hawk_jax.models.model_config import HawkConfig
 from hawk_jax.sharding import make_mesh, rules_as_list
+from hawk_jax.stage_config import add_config_arguments, parse_args_with_config
 from hawk_jax.text import motion_text, prompts
 from hawk_jax.text.caption import normalize_caption
+from hawk_jax.train.data import tokenizer_for
+from hawk_jax.train.init import initialize
 
 log = logging.getLogger("hawk_jax.pretrain_llm")
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "stage config (model size)")
-_DATA = flags.DEFINE_string("data_dirs", None, "comma-separated pre-extracted datasets")
-_WORKDIR = flags.DEFINE_string("workdir", None, "output towers workdir")
-_STEPS = flags.DEFINE_integer("steps", 200, "LM training steps")
-_BATCH = flags.DEFINE_integer("batch_size", 16, "sequences per step")
-_LR = flags.DEFINE_float("learning_rate", 3e-3, "peak learning rate")
 
 
 def _text(v) -> str:
@@ -50,7 +49,6 @@ def _text(v) -> str:
 
 def corpus_sequences(data_dirs, tokenizer, split: str = "train") -> list[np.ndarray]:
   """Token sequences of every text the stages show the LLM, with no visual placeholders."""
-  from data_pipelines import records
   seqs = []
   backend = motion_text.resolve_backend("auto")
 
@@ -92,16 +90,14 @@ def pack(seqs, length: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def train_llm(cfg, data_dirs, workdir, steps: int, batch_size: int, lr: float) -> dict:
-  from hawk_jax.train.data import tokenizer_for
-  from hawk_jax.train.init import initialize
-  config = hawk_model_config(cfg)
+  config = HawkConfig.from_stage_config(cfg)
   tok = tokenizer_for(cfg)
   seqs = corpus_sequences(data_dirs, tok)
   length = min(max(len(s) for s in seqs), cfg.data.max_len)
   ids, labels = pack(seqs, length)
   mesh = make_mesh((1, 1, 1))
   with jax.set_mesh(mesh):
-    params = initialize(Hawk(config), cfg, mesh, rules_as_list(cfg.logical_axis_rules))[0]
+    params = initialize(config, cfg, mesh, rules_as_list(cfg.logical_axis_rules))[0]
   llm = Llama(config.llm)
   tx = optax.adamw(optax.warmup_cosine_decay_schedule(lr / 10, lr, steps // 10, steps, lr / 10),
                    weight_decay=0.01)
@@ -136,21 +132,31 @@ def train_llm(cfg, data_dirs, workdir, steps: int, batch_size: int, lr: float) -
   return result
 
 
-def main(argv):
-  del argv
-  if not (_CONFIG.value and _DATA.value and _WORKDIR.value):
-    raise app.UsageError("--config, --data_dirs and --workdir are required")
-  logging.basicConfig(level=logging.INFO)
-  if checkpoint.has_params(os.path.join(_WORKDIR.value, "frozen")):
-    print(f"{_WORKDIR.value}/frozen exists: LM pretraining already done")
-    return
-  from hawk_jax import compile_cache
+def _parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(prog="python -m hawk_jax.train.pretrain_llm",
+                              description=__doc__.split("\n\n")[0])
+  add_config_arguments(p)
+  p.add_argument("--data_dirs", required=True, help="comma-separated pre-extracted datasets")
+  p.add_argument("--workdir", required=True, help="output towers workdir")
+  p.add_argument("--steps", type=int, default=200, help="LM training steps")
+  p.add_argument("--batch_size", type=int, default=16, help="sequences per step")
+  p.add_argument("--learning_rate", type=float, default=3e-3, help="peak learning rate")
+  return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  args, cfg = parse_args_with_config(_parser(), argv)
+  logging.basicConfig(level=logging.INFO, force=True)
+  if checkpoint.has_params(os.path.join(args.workdir, "frozen")):
+    print(f"{args.workdir}/frozen exists: LM pretraining already done")
+    return 0
   compile_cache.enable()
-  r = train_llm(_CONFIG.value, _DATA.value.split(","), _WORKDIR.value, _STEPS.value,
-                _BATCH.value, _LR.value)
+  r = train_llm(cfg, args.data_dirs.split(","), args.workdir, args.steps, args.batch_size,
+                args.learning_rate)
   print(f"LM pretraining: {r['sequences']} sequences, loss {r['first_loss']:.3f} -> "
-        f"{r['last_loss']:.3f} in {r['steps']} steps; towers in {_WORKDIR.value}")
+        f"{r['last_loss']:.3f} in {r['steps']} steps; towers in {args.workdir}")
+  return 0
 
 
 if __name__ == "__main__":
-  app.run(main)
+  sys.exit(main())

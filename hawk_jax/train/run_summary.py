@@ -30,7 +30,8 @@ def summarize(workdir: str) -> str:
       lines.append(f"  {stage}: not run")
       continue
     first, last = r.get("first_loss"), r.get("last_loss")
-    fmt = lambda x: "n/a" if x is None else f"{x:.4f}"
+    def fmt(x):
+      return "n/a" if x is None else f"{x:.4f}"
     resumed = f" (resumed from step {r['resumed_from']})" if r.get("resumed_from") else ""
     lines.append(f"  {stage}: steps={r['steps']} loss {fmt(first)} -> {fmt(last)} (first/last 5"
                  f" steps)"
@@ -49,7 +50,8 @@ def summarize(workdir: str) -> str:
                      + " ".join(f"{b.get(f'bleu_{i}', 0):.3f}" for i in range(1, 5)))
     lines.append(f"          report: {os.path.join(workdir, 'stage3', 'report.md')}")
     lines.append(f"          predictions: {os.path.join(workdir, 'stage3', 'predictions.jsonl')}")
-  lines.append(f"  data: {os.path.join(workdir, 'data')}  raw videos: {os.path.join(workdir, 'raw')}")
+  lines.append(f"  data: {os.path.join(workdir, 'data')}  "
+               f"raw videos: {os.path.join(workdir, 'raw')}")
   return "\n".join(lines)
 
 

@@ -17,12 +17,10 @@ import optax
 from hawk_jax import losses
 from hawk_jax.models.hawk import Hawk, merge_params
 
+# The batch arrays `Hawk.__call__` takes, positionally and as the motion-language keywords
+# (the whole batch layout: hawk_jax.train.data.batch_spec).
 MODEL_KEYS = ("frames", "motion", "input_ids", "attention_mask", "visual_mask")
 ML_KEYS = ("ml_input_ids", "ml_attention_mask", "ml_visual_mask")
-
-
-def batch_keys(use_ml: bool) -> tuple[str, ...]:
-  return MODEL_KEYS + ("labels",) + ((ML_KEYS + ("ml_labels",)) if use_ml else ())
 
 
 def forward_loss(model: Hawk, params, batch, rng, loss_cfg, deterministic: bool = False):
@@ -45,7 +43,7 @@ def forward_loss(model: Hawk, params, batch, rng, loss_cfg, deterministic: bool 
 def make_train_step(model: Hawk, tx: optax.GradientTransformation, schedule: Callable,
                     loss_cfg: dict, seed: int, accum_steps: int = 1, rules=None):
   """Returns step(state, frozen, batch) -> (state, metrics); state = {step, trainable,
-  opt_state}. Wrap it in jax.jit with shardings (see hawk_jax.train.loop)."""
+  opt_state}. Wrap it in jax.jit with shardings (hawk_jax.train.state)."""
   loss_cfg = dict(loss_cfg)
 
   def loss_fn(trainable, frozen, batch, rng):

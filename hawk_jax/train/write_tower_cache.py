@@ -34,15 +34,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from data_pipelines import tower_cache
-from hawk_jax import checkpoint
-from hawk_jax.stage_config import hawk_model_config
+from data_pipelines import loaders, records, tower_cache
+from hawk_jax.models.hawk import Hawk
 from hawk_jax.models.model_config import HawkConfig
-from hawk_jax.models.hawk import Hawk, split_params
 from hawk_jax.sharding import DEFAULT_RULES, batch_sharding, make_mesh, replicated
-from hawk_jax.train.init import abstract_boxed
+from hawk_jax.workdir import load_params, read_config
 
-log = logging.getLogger("hawk_jax.cache_towers")
+log = logging.getLogger("hawk_jax.write_tower_cache")
 
 # The frozen parameter groups of a branch that `Hawk.frozen_frame_tokens` reads.
 TOWER_GROUPS = ("vit", "qformer", "query_tokens")
@@ -61,62 +59,22 @@ class Towers:
   compute_dtype: str
 
 
-def _tower_dtype(config: HawkConfig, dtype: str) -> HawkConfig:
-  if dtype == "config":
-    return config
-  return dataclasses.replace(
-      config, vision=dataclasses.replace(config.vision, dtype=dtype, param_dtype=dtype),
-      qformer=dataclasses.replace(config.qformer, dtype=dtype, param_dtype=dtype))
-
-
-def _restore_subtree(directory: str, target: dict) -> dict:
-  """Reads only `target`'s leaves (ShapeDtypeStructs) of a StandardSave folder."""
-  import orbax.checkpoint as ocp
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  restore_args = jax.tree.map(
-      lambda s: ocp.ArrayRestoreArgs(sharding=device, global_shape=s.shape, dtype=s.dtype),
-      target)
-  with ocp.PyTreeCheckpointer() as ckptr:
-    return ckptr.restore(os.path.abspath(directory), args=ocp.args.PyTreeRestore(
-        item=target, restore_args=restore_args, partial_restore=True))
-
-
-def read_towers(workdir: str, groups: Sequence[str] = TOWER_GROUPS,
-                compute_dtype: str = "config") -> tuple[Any, HawkConfig, dict]:
-  """(stage config, model config, {branch: {group: array}}) read from WORKDIR's frozen towers
-  (its frozen/, or those its frozen_ref.json refers to): only the named groups of both
-  branches, on the first local device."""
+def load_towers(workdir: str, compute_dtype: str = "config") -> Towers:
+  """The frozen towers of WORKDIR (its frozen/, or those its frozen_ref.json refers to): only
+  the groups `Hawk.frozen_frame_tokens` reads, of both branches, on the first local device."""
   if compute_dtype not in COMPUTE_DTYPES:
     raise ValueError(f"compute dtype {compute_dtype!r}: expected one of {COMPUTE_DTYPES}")
   workdir = os.path.abspath(os.fspath(workdir))
-  cfg = checkpoint.read_config(workdir)
-  if "model" not in cfg:
-    raise ValueError(f"{workdir}/config.json has no 'model' section; not a hawk-jax workdir")
-  config = hawk_model_config(cfg)
+  config = HawkConfig.from_stage_config(read_config(workdir))
   if config.trainable_query_tokens_motion:
     raise ValueError(
         f"{workdir}: its config trains query_tokens_motion (variant=released), so the motion "
         f"towers' output changes during training and cannot be cached (and the token is not "
         f"among its frozen/ parameters). Cache towers whose config has "
         f"model.trainable_query_tokens_motion=False, and train with that setting.")
-  frozen_dir = checkpoint.frozen_dir(workdir)  # frozen/, or where frozen_ref.json points
-  if not checkpoint.has_params(frozen_dir):
-    raise FileNotFoundError(f"{frozen_dir}: missing; WORKDIR must hold the frozen towers (a "
-                            f"converted-towers workdir, or a stage's)")
-  config = _tower_dtype(config, compute_dtype)
-  _, frozen_abs = split_params(nn.unbox(abstract_boxed(Hawk(config))), config)
-  target = {b: {g: frozen_abs[b][g] for g in groups} for b in BRANCHES}
-  target = checkpoint.abstract_like(target)
-  try:
-    params = _restore_subtree(frozen_dir, target)
-  except (ValueError, KeyError, FileNotFoundError) as e:
-    raise ValueError(f"{frozen_dir}: cannot read the towers {list(groups)} of the model in "
-                     f"{workdir}/config.json: {e}") from e
-  return cfg, config, params
-
-
-def load_towers(workdir: str, compute_dtype: str = "config") -> Towers:
-  cfg, config, params = read_towers(workdir, TOWER_GROUPS, compute_dtype)
+  loaded = load_params(workdir, parts=("frozen",), dtype=compute_dtype,
+                       groups=[(b, g) for b in BRANCHES for g in TOWER_GROUPS])
+  config, params = loaded.config, loaded.params
   probe = tower_cache.towers_probe(params["appearance"]["query_tokens"],
                                    params["motion"]["query_tokens"])
   # Each Branch's setup() declares its video query tokens, so applying any Branch method
@@ -125,7 +83,7 @@ def load_towers(workdir: str, compute_dtype: str = "config") -> Towers:
     params[b]["video_query_tokens"] = jnp.zeros(
         (1, config.video_qformer.num_query_tokens, config.video_qformer.hidden_size),
         jnp.float32)
-  return Towers(os.path.abspath(workdir), cfg, config, params, probe, compute_dtype)
+  return Towers(workdir, loaded.cfg, config, params, probe, compute_dtype)
 
 
 def tower_function(config: HawkConfig, mesh):
@@ -147,7 +105,6 @@ def tower_function(config: HawkConfig, mesh):
 
 
 def _decoder(source, num_frames: int, image_size: int):
-  from data_pipelines import loaders, records
 
   def load(index: int):
     index = int(index)
@@ -202,7 +159,6 @@ class SplitSummary:
 def cache_split(towers: Towers, fn, mesh, data_dir: str, split: str, out: str, *,
                 num_frames: int, batch_size: int, storage_dtype: str, shard_size: int,
                 workers: int, progress: bool) -> SplitSummary:
-  from data_pipelines import records
   t0 = time.perf_counter()
   source = records.open_split(data_dir, split)
   n = len(source)
@@ -249,7 +205,6 @@ def cache_split(towers: Towers, fn, mesh, data_dir: str, split: str, out: str, *
 
 def _dataset_splits(data_dir: str) -> list[str]:
   import tensorflow_datasets as tfds
-  from data_pipelines import records
   dirs = records.find_dataset_dirs(data_dir)
   if len(dirs) != 1:
     raise ValueError(f"{data_dir}: expected one written dataset, found {dirs or 'none'}")
@@ -269,7 +224,8 @@ def _clear(out: str) -> None:
 
 
 def make_parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(prog="python -m hawk_jax.train.write_tower_cache", description=__doc__,
+  p = argparse.ArgumentParser(prog="python -m hawk_jax.train.write_tower_cache",
+                              description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--towers", required=True,
                  help="workdir holding frozen/ (or frozen_ref.json) and config.json")
@@ -329,12 +285,13 @@ def run(args: argparse.Namespace) -> list[SplitSummary]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
+                      force=True)
   args = make_parser().parse_args(argv)
   try:
     summaries = run(args)
   except (ValueError, FileNotFoundError, KeyError) as e:
-    print(f"cache_towers: {e}", file=sys.stderr)
+    print(f"write_tower_cache: {e}", file=sys.stderr)
     return 1
   for s in summaries:
     rate = s.written / s.seconds if s.seconds else 0.0

@@ -7,10 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from blip2_hf_fixtures import hf_qformer, hf_qformer_out, qformer_inputs, state_numpy
 from hawk_jax.convert.blip2_hf import qformer_config_from_hf, qformer_params_from_state
 from hawk_jax.models.model_config import hawk_config
 from hawk_jax.models.qformer import QFormer, QFormerLayer, has_cross_attention
+from tests.blip2_hf_fixtures import hf_qformer, hf_qformer_out, qformer_inputs, state_numpy
 
 TOL = 1e-4
 

@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 
 from configs.common import model_for
-from hawk_jax.models.hawk import (Hawk, check_visual_mask, merge_params, split_params,
-                                  splice_visual)
-from hawk_jax.sharding import batch_sharding, logical_to_sharding, make_mesh, DEFAULT_RULES
+from hawk_jax.models.hawk import Hawk, check_visual_mask, merge_params, splice_visual, split_params
+from hawk_jax.models.params import dummy_inputs
 from hawk_jax.plan.param_summary import summarize
-from hawk_jax.train.init import dummy_inputs
+from hawk_jax.sharding import DEFAULT_RULES, batch_sharding, logical_to_sharding, make_mesh
 
 
 def _inputs(config, batch=4, frames=3, seq=24, seed=0):
@@ -91,7 +90,8 @@ def test_tiny_hawk_on_2x2x2_mesh_equals_single_device(tiny):
   ml_vm[:, 1:1 + config.num_visual_tokens_per_branch] = 1
   kwargs = dict(ml_input_ids=ml_ids, ml_attention_mask=np.ones_like(ml_ids), ml_visual_mask=ml_vm)
 
-  single = jax.jit(lambda p, *a, **k: model.apply({"params": p}, *a, **k))(params, *inputs, **kwargs)
+  single = jax.jit(lambda p, *a, **k: model.apply({"params": p}, *a, **k))(params, *inputs,
+                                                                            **kwargs)
 
   mesh = make_mesh((2, 2, 2))
   shardings = logical_to_sharding(nn.get_partition_spec(boxed), mesh, DEFAULT_RULES)

@@ -9,13 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from data_pipelines import annotations
-from data_pipelines import builders
-from data_pipelines import clip_cache
-from data_pipelines import extract
-from data_pipelines import motion
-from data_pipelines import records
-from data_pipelines import synthetic
+from data_pipelines import annotations, builders, clip_cache, extract, motion, records, synthetic
 
 SMALL = ["--num_frames", "8", "--size", "64", "--no_progress"]
 

@@ -8,8 +8,9 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from hawk_jax.infer import generate as G  # noqa: E402
 from hawk_jax.convert.llama_hf import llama_config_from_hf, params_from_state_dict  # noqa: E402
+from hawk_jax.infer import generate as G  # noqa: E402
+from hawk_jax.models import kv_cache, llama_decoding  # noqa: E402
 from hawk_jax.models import llama as L  # noqa: E402
 
 N_NEW = 10
@@ -60,7 +61,7 @@ def test_cached_decoding_equals_full_forward(scan):
   full = np.asarray(model.apply({"params": params}, jnp.asarray(ids),
                                 attention_mask=jnp.asarray(mask)))
   apply = jax.jit(lambda p, x, m, c: model.apply({"params": p}, x, attention_mask=m, cache=c))
-  cache = L.init_cache(model.config, 3, 12)
+  cache = kv_cache.init_cache(model.config, 3, 12)
   outs = []
   for lo, hi in [(0, 5), (5, 7), (7, 8), (8, 9)]:  # prefill, a 2-token chunk, single tokens
     logits, cache = apply(params, jnp.asarray(ids[:, lo:hi]), jnp.asarray(mask[:, lo:hi]), cache)
@@ -77,7 +78,7 @@ def test_cached_decoding_equals_full_forward(scan):
 @pytest.mark.parametrize("length", [7, 100])  # 21 rows: kernel . x^T; 300 rows: x . kernel^T
 def test_for_decoding_twin_is_the_same_model(bias, length):
   _, model, params = tiny(seed=3, attention_bias=bias, mlp_bias=bias)
-  twin, flat = L.for_decoding(model, params)
+  twin, flat = llama_decoding.for_decoding(model, params)
   assert not twin.config.scan_layers and "layers_1" in flat
   # q/k/v and gate/up are one product each in the decode layout, biases included
   assert sorted(flat["layers_1"]["self_attn"]) == ["o_proj", "qkv_proj"]
@@ -181,8 +182,8 @@ def test_beam_search_matches_hf(gqa, num_beams, length_penalty, early_stopping, 
 def test_one_beam_is_greedy(gqa):
   _, model, params = gqa
   ids, mask = left_padded_batch()
-  _, knobs, _, _ = G._options(model, False, 1.0, 1.0, 0, None, None, 0, 0)
-  beam = G._beam_loop(model, params, jnp.asarray(ids), jnp.asarray(mask), knobs,
+  _, settings, _, _ = G._options(model, False, 1.0, 1.0, 0, None, None, 0, 0)
+  beam = G._beam_loop(model, params, jnp.asarray(ids), jnp.asarray(mask), settings,
                       jnp.float32(1.0), max_new_tokens=N_NEW, num_beams=1, n_eos=0,
                       early_stopping=False)
   np.testing.assert_array_equal(np.asarray(beam.tokens)[:, 0],

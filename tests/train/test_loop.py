@@ -1,5 +1,5 @@
 """Training: stage linking, exact resume, sharded step == single-device step, and no optimizer
-state for frozen parameters. Tiny model, data made and pre-extracted here."""
+state for frozen parameters. Tiny model; data from the package fixture (tests/train/conftest.py)."""
 import os
 import signal
 import subprocess
@@ -8,67 +8,32 @@ import time
 
 import jax
 import numpy as np
-import pytest
 
-from data_pipelines import extract, synthetic
 from hawk_jax import checkpoint
-from hawk_jax.stage_config import hawk_model_config, load_config
-from hawk_jax.models.hawk import Hawk, split_params
+from hawk_jax.models.hawk import split_params
+from hawk_jax.models.model_config import HawkConfig
+from hawk_jax.models.params import abstract_params, count
 from hawk_jax.sharding import make_mesh, rules_as_list
-from hawk_jax.train.init import count, initialize
+from hawk_jax.stage_config import load_config
+from hawk_jax.train.init import initialize
 from hawk_jax.train.loop import train_stage
 from hawk_jax.train.optim import make_optimizer
-
-FAST = {"data.num_frames": 4, "data.max_len": 96, "data.worker_count": 0, "train.batch_size": 4,
-        "train.log_every": 1, "train.ckpt_every": 2, "train.eval_batches": 0,
-        "mesh_shape": (1, 1, 1)}
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-  root = tmp_path_factory.mktemp("train_data")
-  paths = synthetic.make_synthetic_dataset(str(root / "raw"), num_videos=10, size=64,
-                                           num_frames=12)
-  common = ["--videos_dir", paths["videos_dir"], "--num_frames", "4", "--size", "64",
-            "--motion", "flow_soft", "--workers", "1", "--no_progress"]
-  assert extract.main(["--source", "captions", "--annotations", paths["captions"],
-                       "--out_dir", str(root / "captions")] + common) == 0
-  assert extract.main(["--source", "hawk", "--annotations", paths["train"], "--test_annotations",
-                       paths["test"], "--out_dir", str(root / "hawk")] + common) == 0
-  return {"captions": str(root / "captions"), "hawk": str(root / "hawk")}
-
-
-def _cfg(stage_file, data_dir, **over):
-  o = dict(FAST)
-  o["data.dir"] = data_dir
-  o.update(over)
-  return load_config(f"configs/{stage_file}:size=tiny", o)
-
-
-def _final_trainable(workdir):
-  cfg = checkpoint.read_config(workdir)
-  config = hawk_model_config(cfg)
-  from hawk_jax.train.init import abstract_boxed
-  import flax.linen as nn
-  abstract = nn.unbox(abstract_boxed(Hawk(config)))
-  target = checkpoint.abstract_like(split_params(abstract, config)[0])
-  params, step = checkpoint.restore_trainable(workdir, target)
-  return jax.tree.map(np.asarray, params), step
+from tests.support import FAST, ROOT, final_trainable, tiny_config
 
 
 def test_resume_after_interruption_is_exact(data, tmp_path):
   straight = str(tmp_path / "straight")
-  r = train_stage(_cfg("stage1_pretrain.py", data["captions"], **{"train.num_steps": 4}),
+  r = train_stage(tiny_config("stage1_pretrain.py", data["captions"], **{"train.num_steps": 4}),
                   straight, progress=False)
   assert r.steps == 4 and r.first_loss is not None
   interrupted = str(tmp_path / "interrupted")
-  cfg = _cfg("stage1_pretrain.py", data["captions"], **{"train.num_steps": 4})
+  cfg = tiny_config("stage1_pretrain.py", data["captions"], **{"train.num_steps": 4})
   r1 = train_stage(cfg, interrupted, stop_after=3, progress=False)  # last checkpoint: step 2
   assert r1.steps == 3
   r2 = train_stage(cfg, interrupted, progress=False)
   assert r2.resumed_from == 2 and r2.steps == 4
-  a, sa = _final_trainable(straight)
-  b, sb = _final_trainable(interrupted)
+  a, sa = final_trainable(straight)
+  b, sb = final_trainable(interrupted)
   assert sa == sb == 4
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_array_equal(x, y)  # bit for bit on CPU
@@ -76,7 +41,7 @@ def test_resume_after_interruption_is_exact(data, tmp_path):
   # The same through the CLI with a real kill -9 once a checkpoint exists.
   killed = str(tmp_path / "killed")
   cmd = [sys.executable, "-m", "hawk_jax.train", "--config",
-         "configs/stage1_pretrain.py:size=tiny", "--workdir", killed]
+         f"{ROOT / 'configs/stage1_pretrain.py'}:size=tiny", "--workdir", killed]
   cmd += [f"--config.{k}={v}" for k, v in FAST.items()]
   cmd += [f"--config.data.dir={data['captions']}", "--config.train.num_steps=4"]
   # Same XLA flags and compilation cache as this process: the programs compile once.
@@ -92,39 +57,37 @@ def test_resume_after_interruption_is_exact(data, tmp_path):
   assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
   out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True, timeout=600)
   assert "resumed from" in out.stderr
-  k, sk = _final_trainable(killed)
+  k, sk = final_trainable(killed)
   assert sk == 4
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(k)):
     np.testing.assert_array_equal(x, y)
   # ... and training changed them.
-  c0 = initialize(Hawk(hawk_model_config(cfg)), cfg, make_mesh((1, 1, 1)),
+  c0 = initialize(HawkConfig.from_stage_config(cfg), cfg, make_mesh((1, 1, 1)),
                   rules_as_list(cfg.logical_axis_rules))[0]
-  t0 = split_params(c0, hawk_model_config(cfg))[0]
+  t0 = split_params(c0, HawkConfig.from_stage_config(cfg))[0]
   assert any(np.abs(np.asarray(x) - y).max() > 0 for x, y in zip(jax.tree.leaves(t0),
                                                                     jax.tree.leaves(a)))
 
 
 def test_stage2_starts_from_stage1_trainable_and_frozen(data, tmp_path):
   s1 = str(tmp_path / "s1")
-  train_stage(_cfg("stage1_pretrain.py", data["captions"], **{"train.num_steps": 2}), s1,
+  train_stage(tiny_config("stage1_pretrain.py", data["captions"], **{"train.num_steps": 2}), s1,
               progress=False)
-  cfg2 = _cfg("stage2_finetune.py", data["hawk"], **{"train.num_steps": 2,
+  cfg2 = tiny_config("stage2_finetune.py", data["hawk"], **{"train.num_steps": 2,
                                                       "init.from_stage": s1})
-  config = hawk_model_config(cfg2)
-  params, _, sources, frozen_from = initialize(Hawk(config), cfg2, make_mesh((1, 1, 1)),
+  config = HawkConfig.from_stage_config(cfg2)
+  params, _, sources, frozen_from = initialize(config, cfg2, make_mesh((1, 1, 1)),
                                                rules_as_list(cfg2.logical_axis_rules))
   assert frozen_from == s1
   trainable, frozen = split_params(params, config)
-  want, _ = _final_trainable(s1)
+  want, _ = final_trainable(s1)
   for x, y in zip(jax.tree.leaves(trainable), jax.tree.leaves(want)):
     np.testing.assert_array_equal(np.asarray(x), y)
   assert sources["appearance/video_qformer"].startswith("stage checkpoint")
   assert sources["llm"].startswith("frozen towers of")
-  import flax.linen as nn
-  from hawk_jax.train.init import abstract_boxed
-  abstract = nn.unbox(abstract_boxed(Hawk(config)))
-  frozen1 = checkpoint.load_params(os.path.join(s1, "frozen"),
-                                   checkpoint.abstract_like(split_params(abstract, config)[1]))
+  abstract = abstract_params(config)
+  frozen1 = checkpoint.restore_params(os.path.join(s1, "frozen"),
+                                      checkpoint.abstract_like(split_params(abstract, config)[1]))
   for x, y in zip(jax.tree.leaves(frozen), jax.tree.leaves(frozen1)):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
   r = train_stage(cfg2, str(tmp_path / "s2"), progress=False)
@@ -136,19 +99,17 @@ def test_sharded_step_equals_single_device_step(data, tmp_path):
   outs = []
   for shape in ((1, 1, 1), (2, 2, 2)):
     wd = str(tmp_path / f"mesh_{'x'.join(map(str, shape))}")
-    train_stage(_cfg("stage1_pretrain.py", data["captions"],
+    train_stage(tiny_config("stage1_pretrain.py", data["captions"],
                      **{"train.num_steps": 1, "mesh_shape": shape}), wd, progress=False)
-    outs.append(_final_trainable(wd)[0])
+    outs.append(final_trainable(wd)[0])
   for x, y in zip(jax.tree.leaves(outs[0]), jax.tree.leaves(outs[1])):
     np.testing.assert_allclose(x, y, atol=2e-6, rtol=1e-5)
 
 
 def test_optimizer_state_holds_nothing_for_frozen_parameters():
-  cfg = load_config("configs/stage2_finetune.py:size=hawk7b")
-  config = hawk_model_config(cfg)
-  import flax.linen as nn
-  from hawk_jax.train.init import abstract_boxed
-  abstract = nn.unbox(abstract_boxed(Hawk(config)))
+  cfg = load_config(f"{ROOT / 'configs/stage2_finetune.py'}:size=hawk7b")
+  config = HawkConfig.from_stage_config(cfg)
+  abstract = abstract_params(config)
   trainable, frozen = split_params(abstract, config)
   tx, _ = make_optimizer(cfg.optim, 100)
   opt_state = jax.eval_shape(tx.init, trainable)

@@ -1,71 +1,36 @@
-"""Inference from a trained workdir: loading, the engine's generation against a cache-free
-argmax loop, batching, the describe / chat CLIs and `evaluate --checkpoint`.
+"""Inference from a trained workdir: the engine's generation against a cache-free argmax loop,
+batching, the describe / chat CLIs and `evaluate --checkpoint`.
 
 One tiny workdir (random parameters written the way training writes them) and two short videos
 serve every test; shapes are kept few so the compilations are shared."""
 import io
 import json
 import os
-import shutil
 import sys
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from configs.common import base_config
-from data_pipelines import records
+from data_pipelines import motion, records
 from data_pipelines.synthetic import write_mp4
-from hawk_jax.infer import chat
-from hawk_jax import checkpoint
-from hawk_jax.infer import describe
 from hawk_jax.eval import cli as eval_cli
-from hawk_jax.stage_config import hawk_model_config
+from hawk_jax.infer import chat, describe
 from hawk_jax.infer import conversation as conversation_lib
 from hawk_jax.infer import engine as engine_lib
 from hawk_jax.infer.engine import Engine, GenerationOptions
-from hawk_jax.infer.load import WorkdirError, load_workdir
 from hawk_jax.infer.text_stream import TextStream
-from hawk_jax.models.hawk import Hawk, split_params
 from hawk_jax.models.llama import Llama
 from hawk_jax.text import prompts
 from hawk_jax.text.tokenizer import load_tokenizer
-from hawk_jax.train.init import abstract_boxed
+from tests.support import write_random_workdir, write_records
 
 NUM_FRAMES = 4
 MAX_NEW = 8
 QUESTION = prompts.DESCRIPTION_QUESTIONS[0]
 LONG_QUESTION = "Who is in the video and what do they do after that?"
-
-
-def _random_params(config, seed):
-  """Parameters of the right shapes without compiling an init: normal(0, 0.08), norms at 1."""
-  rng = np.random.default_rng(seed)
-  abstract = nn.unbox(abstract_boxed(Hawk(config)))
-
-  def leaf(path, s):
-    if getattr(path[-1], "key", "") == "scale":
-      return np.ones(s.shape, s.dtype)
-    return (rng.standard_normal(s.shape) * 0.08).astype(s.dtype)
-  return jax.tree_util.tree_map_with_path(leaf, abstract)
-
-
-def _write_workdir(path, cfg, steps):
-  config = hawk_model_config(cfg)
-  checkpoint.write_config(path, cfg)
-  saved = {}
-  ckpts = checkpoint.TrainCheckpoints(os.path.join(path, "checkpoints"), async_save=False)
-  for i, step in enumerate(steps):
-    trainable, frozen = split_params(_random_params(config, seed=i), config)
-    if i == 0:
-      checkpoint.save_params(os.path.join(path, "frozen"), frozen)
-      saved["frozen"] = frozen
-    ckpts.save(step, trainable, {"count": np.zeros((), np.int32)})
-    saved[step] = trainable
-  ckpts.close()
-  return saved
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +44,7 @@ def tiny_cfg():
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory, tiny_cfg):
   path = str(tmp_path_factory.mktemp("stage2"))
-  saved = _write_workdir(path, tiny_cfg, steps=(10, 20))
+  saved = write_random_workdir(path, tiny_cfg, steps=(10, 20), std=0.08)
   return path, saved
 
 
@@ -110,51 +75,6 @@ def videos(tmp_path_factory):
 @pytest.fixture(scope="module")
 def engine(workdir):
   return Engine.from_workdir(workdir[0])
-
-
-# --- loading -------------------------------------------------------------------------------------
-
-def _assert_trees_equal(got, want):
-  flat_got = jax.tree_util.tree_flatten_with_path(got)[0]
-  flat_want = dict(jax.tree_util.tree_flatten_with_path(want)[0])
-  assert len(flat_got) == len(flat_want)
-  for path, x in flat_got:
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(flat_want[path]),
-                                  err_msg=jax.tree_util.keystr(path))
-
-
-def test_load_workdir_round_trip_and_step_choice(workdir):
-  path, saved = workdir
-  config = hawk_model_config(checkpoint.read_config(path))
-  cfg, model, params = load_workdir(path)
-  trainable, frozen = split_params(params, config)
-  _assert_trees_equal(frozen, saved["frozen"])
-  _assert_trees_equal(trainable, saved[20])                 # latest by default
-  assert model.config.llm.dtype == "float32" and cfg.stage == 2
-  assert {x.dtype for x in jax.tree.leaves(params)} == {jnp.dtype("float32")}
-  _, _, params10 = load_workdir(path, step=10)
-  _assert_trees_equal(split_params(params10, config)[0], saved[10])
-
-
-def test_load_workdir_errors_name_the_problem(workdir, tmp_path):
-  path, _ = workdir
-  with pytest.raises(WorkdirError, match=r"no finished step 15; steps there: \[10, 20\]"):
-    load_workdir(path, step=15)
-  with pytest.raises(WorkdirError, match="no config.json"):
-    load_workdir(str(tmp_path))
-  broken = str(tmp_path / "no_frozen")
-  shutil.copytree(path, broken)
-  shutil.rmtree(os.path.join(broken, "frozen"))
-  with pytest.raises(WorkdirError, match="frozen: missing"):
-    load_workdir(broken)
-  other = str(tmp_path / "other_size")
-  shutil.copytree(path, other)
-  cfg = checkpoint.read_config(other)
-  cfg.model.llm.intermediate_size = 192
-  checkpoint.write_config(other, cfg)
-  with pytest.raises(WorkdirError, match=r"llm/layers/mlp/down_proj/kernel.*\(2, 256, 128\).*"
-                                         r"\(2, 192, 128\)"):
-    load_workdir(other)
 
 
 # --- generation ----------------------------------------------------------------------------------
@@ -326,35 +246,8 @@ def test_conversation_refuses_what_does_not_fit(engine, encoded):
 
 # --- evaluate --checkpoint -----------------------------------------------------------------------
 
-def _records_builder():
-  """A TFDS builder writing given examples in the record contract (records.features())."""
-  import tensorflow_datasets as tfds
-
-  class Records(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-    VERSION = tfds.core.Version("1.0.0")
-    code_path = None  # nothing is downloaded, so no checksums file to look for
-
-    def __init__(self, *, examples=None, **kwargs):
-      kwargs.setdefault("file_format", "array_record")
-      self._examples = examples or {}
-      super().__init__(**kwargs)
-
-    def _info(self):
-      return tfds.core.DatasetInfo(builder=self, features=records.features())
-
-    def _split_generators(self, dl_manager):
-      del dl_manager
-      return {s: self._generate_examples(e) for s, e in self._examples.items()}
-
-    def _generate_examples(self, examples):
-      for i, example in enumerate(examples):
-        yield f"{i:06d}", example
-  return Records
-
-
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory, videos):
-  from data_pipelines import motion
   examples = []
   for i, path in enumerate(videos):
     clip = motion.extract(path, num_frames=NUM_FRAMES, size=48, mode="flow_soft")
@@ -363,9 +256,7 @@ def data_dir(tmp_path_factory, videos):
     examples.append(records.make_example(
         records.encode_visual(clip), video=os.path.basename(path), source="test",
         motion_mode="flow_soft", description=f"A red square slides right in clip {i}.", qa=qa))
-  root = str(tmp_path_factory.mktemp("hawk_data"))
-  _records_builder()(examples={"test": examples}, data_dir=root).download_and_prepare()
-  return root
+  return write_records({"test": examples}, tmp_path_factory.mktemp("hawk_data"))
 
 
 def test_evaluate_checkpoint_writes_predictions_and_bleu(workdir, data_dir, tmp_path, capsys):

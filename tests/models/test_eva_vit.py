@@ -7,12 +7,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from blip2_hf_fixtures import hf_vision, hf_vision_out, pixels, state_numpy
-from hawk_jax.convert.blip2_hf import (vision_config_from_hf, vision_params_from_state,
-                                       vision_state_from_params)
-from hawk_jax.models.model_config import VisionConfig, hawk_config
+from hawk_jax.convert.blip2_hf import (
+  vision_config_from_hf,
+  vision_params_from_state,
+  vision_state_from_params,
+)
 from hawk_jax.models.eva_vit import EvaBlock, EvaViT
+from hawk_jax.models.model_config import VisionConfig, hawk_config
 from hawk_jax.sharding import DEFAULT_RULES, logical_to_sharding, make_mesh
+from tests.blip2_hf_fixtures import hf_vision, hf_vision_out, pixels, state_numpy
 
 TOL = 1e-4
 

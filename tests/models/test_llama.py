@@ -14,10 +14,15 @@ transformers = pytest.importorskip("transformers")
 
 from hawk_jax.convert import llama_from_hf, llama_to_hf  # noqa: E402
 from hawk_jax.convert.llama_hf import (  # noqa: E402
-    llama_config_from_hf, llama_config_to_hf, llama_rules, params_from_state_dict,
-    state_dict_from_params)
+  llama_config_from_hf,
+  llama_config_to_hf,
+  llama_rules,
+  params_from_state_dict,
+  state_dict_from_params,
+)
 from hawk_jax.convert.table import ConversionError, flax_to_torch, torch_to_flax  # noqa: E402
 from hawk_jax.models import llama as L  # noqa: E402
+from hawk_jax.models import llama_decoding  # noqa: E402
 from hawk_jax.models.model_config import LlamaConfig  # noqa: E402
 
 TOL = 1e-4
@@ -239,11 +244,11 @@ def test_scan_and_unrolled_params_agree():
   cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_layers=3,
                     num_heads=4, num_kv_heads=2)
   model, params = L.init_params(cfg)
-  flat = L.unstack_layers(params, 3)
+  flat = llama_decoding.unstack_layers(params, 3)
   unrolled = L.Llama(dataclasses.replace(cfg, scan_layers=False))
   ids = jnp.arange(12, dtype=jnp.int32).reshape(2, 6)
   close(model.apply({"params": params}, ids), unrolled.apply({"params": flat}, ids), 1e-6)
-  restacked = L.stack_layers(flat, 3)
+  restacked = llama_decoding.stack_layers(flat, 3)
   assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), params, restacked))
 
 

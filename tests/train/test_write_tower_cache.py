@@ -4,26 +4,21 @@ change, reruns resume, and a cache that does not fit the run is refused. Tiny mo
 and pre-extracted here."""
 import os
 
-import flax.linen as nn
 import jax
 import numpy as np
 import pytest
 
 from data_pipelines import extract, loaders, records, synthetic, tower_cache
 from hawk_jax import checkpoint
-from hawk_jax.stage_config import hawk_model_config, load_config
 from hawk_jax.models.hawk import Hawk, split_params
-from hawk_jax.train import write_tower_cache as cache_towers
+from hawk_jax.models.model_config import HawkConfig
+from hawk_jax.models.params import random_params
 from hawk_jax.train import data as train_data
-from hawk_jax.train.init import dummy_inputs
+from hawk_jax.train import write_tower_cache
 from hawk_jax.train.loop import train_stage
+from tests.support import FAST, final_trainable, tiny_config
 
-NUM_FRAMES = 4
-# test_train's settings, so that both files compile the same pixel train step (and share it
-# through the persistent compilation cache).
-FAST = {"data.num_frames": NUM_FRAMES, "data.max_len": 96, "data.worker_count": 0,
-        "train.batch_size": 4, "train.log_every": 1, "train.ckpt_every": 2,
-        "train.eval_batches": 0, "mesh_shape": (1, 1, 1)}
+NUM_FRAMES = FAST["data.num_frames"]
 # float16 keeps a value to half an ulp: |x| * 2^-11, or 2^-25 below the normal range.
 F16_REL, F16_ABS = 2.0 ** -11, 2.0 ** -25
 
@@ -42,9 +37,7 @@ def data(tmp_path_factory):
 
 
 def _cfg(data_dir, stage_file="stage2_finetune.py", **over):
-  o = dict(FAST, **{"data.dir": data_dir})
-  o.update(over)
-  return load_config(f"configs/{stage_file}:size=tiny", o)
+  return tiny_config(stage_file, data_dir, **over)
 
 
 @pytest.fixture(scope="module")
@@ -52,17 +45,15 @@ def towers(data, tmp_path_factory):
   """A towers workdir as `convert from-torch` writes one (config.json and frozen/), random."""
   workdir = str(tmp_path_factory.mktemp("towers"))
   cfg = _cfg(data)
-  config = hawk_model_config(cfg)
-  model = Hawk(config)
-  params = jax.jit(lambda r: nn.unbox(model.init(r, *dummy_inputs(config))["params"]))(
-      jax.random.key(3))
+  config = HawkConfig.from_stage_config(cfg)
+  params = random_params(config, 3)
   checkpoint.write_config(workdir, cfg)
   checkpoint.save_params(os.path.join(workdir, "frozen"), split_params(params, config)[1])
   return workdir, cfg, params
 
 
 def _cache(towers_dir, data_dir, out, *extra):
-  return cache_towers.main(["--towers", towers_dir, "--data_dir", data_dir, "--out", out,
+  return write_tower_cache.main(["--towers", towers_dir, "--data_dir", data_dir, "--out", out,
                             "--batch_size", "3", "--shard_size", "2", "--devices", "1",
                             "--workers", "2", "--no_progress", *extra])
 
@@ -77,19 +68,19 @@ def caches(data, towers, tmp_path_factory):
   return out
 
 
-def _loader(data_dir, cfg, **kw):
-  tok = train_data.tokenizer_for(cfg)
-  config = hawk_model_config(cfg)
-  return loaders.make_train_loader(
-      data_dir, stage=2, tokenizer=tok, num_frames=NUM_FRAMES, image_size=64,
-      num_visual_tokens=config.num_visual_tokens, max_len=160,
-      ml_max_len=cfg.data.ml_max_len, batch_size=2, seed=5, augment=False,
-      motion_text_backend="offline", **kw)
+def _loader(data_dir, cfg, frame_tokens_dir=""):
+  config = HawkConfig.from_stage_config(cfg)
+  examples = loaders.TrainExamples(
+      stage=2, num_frames=NUM_FRAMES, image_size=64, num_visual_tokens=config.num_visual_tokens,
+      max_len=160, ml_max_len=cfg.data.ml_max_len, seed=5, augment=False,
+      motion_text_backend="offline", frame_tokens_dir=frame_tokens_dir)
+  return loaders.make_train_loader(data_dir, examples, train_data.tokenizer_for(cfg),
+                                   batch_size=2)
 
 
 def test_cached_tokens_equal_the_towers_on_unaugmented_frames(data, towers, caches):
   _, cfg, params = towers
-  model = Hawk(hawk_model_config(cfg))
+  model = Hawk(HawkConfig.from_stage_config(cfg))
   source = records.open_split(data, "train")
   frames, motion = zip(*(loaders.plain_visual(records.decode_record(source[i]), NUM_FRAMES,
                                               64)[:2] for i in range(len(source))))
@@ -109,7 +100,8 @@ def test_cached_tokens_equal_the_towers_on_unaugmented_frames(data, towers, cach
       assert (err <= F16_REL * np.abs(exact) + F16_ABS).all(), err.max()
     assert f16[i]["video"] == records.decode_record(source[i])["video"]
   from array_record.python.array_record_data_source import ArrayRecordDataSource
-  size = lambda d: len(ArrayRecordDataSource([tower_cache.shard_path(d, "train", 0)])[0])
+  def size(d):
+    return len(ArrayRecordDataSource([tower_cache.shard_path(d, "train", 0)])[0])
   assert size(caches["float16"]) < 0.6 * size(caches["float32"])
   assert tower_cache.TokenSource(caches["float16"], "test")[0]["record"] == 0
 
@@ -132,13 +124,7 @@ def _trained(workdir):
   import json
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     metrics = [json.loads(line) for line in f if '"loss"' in line][0]
-  cfg = checkpoint.read_config(workdir)
-  config = hawk_model_config(cfg)
-  from hawk_jax.train.init import abstract_boxed
-  target = checkpoint.abstract_like(split_params(nn.unbox(abstract_boxed(Hawk(config))),
-                                                 config)[0])
-  params, _ = checkpoint.restore_trainable(workdir, target)
-  return metrics, jax.tree.map(np.asarray, params)
+  return metrics, final_trainable(workdir)[0]
 
 
 def test_train_step_from_cache_equals_step_from_pixels(data, towers, caches, tmp_path):
@@ -191,7 +177,7 @@ def test_rerun_resumes_and_other_towers_are_refused(data, towers, caches, tmp_pa
   assert not [n for n in os.listdir(os.path.dirname(shard)) if ".tmp-" in n]
 
   other = str(tmp_path / "other_towers")  # the same towers but the motion query tokens
-  frozen = split_params(towers[2], hawk_model_config(towers[1]))[1]
+  frozen = split_params(towers[2], HawkConfig.from_stage_config(towers[1]))[1]
   frozen["motion"] = dict(frozen["motion"], query_tokens=frozen["motion"]["query_tokens"] + 1)
   checkpoint.write_config(other, towers[1])
   checkpoint.save_params(os.path.join(other, "frozen"), frozen)
@@ -207,13 +193,13 @@ def test_rerun_resumes_and_other_towers_are_refused(data, towers, caches, tmp_pa
 def test_cache_that_does_not_fit_is_refused(data, towers, caches):
   cfg, out = towers[1], caches["float16"]
   with pytest.raises(tower_cache.CacheError, match="num_frames"):
-    loaders.make_train_dataset(data, stage=2, tokenizer=train_data.tokenizer_for(cfg),
-                               num_frames=3, image_size=64, num_visual_tokens=16, max_len=96,
-                               augment=False, frame_tokens_dir=out)
+    loaders.make_train_dataset(data, loaders.TrainExamples(
+        stage=2, num_frames=3, image_size=64, num_visual_tokens=16, max_len=96, augment=False,
+        frame_tokens_dir=out), train_data.tokenizer_for(cfg))
   with pytest.raises(ValueError, match="augment"):
-    loaders.make_train_dataset(data, stage=2, tokenizer=train_data.tokenizer_for(cfg),
-                               num_frames=NUM_FRAMES, image_size=64, num_visual_tokens=16,
-                               max_len=96, augment=True, frame_tokens_dir=out)
+    loaders.make_train_dataset(data, loaders.TrainExamples(
+        stage=2, num_frames=NUM_FRAMES, image_size=64, num_visual_tokens=16, max_len=96,
+        augment=True, frame_tokens_dir=out), train_data.tokenizer_for(cfg))
   released = _cfg(data, **{"data.frame_tokens_dir": out,
                            "model.trainable_query_tokens_motion": True})
   with pytest.raises(ValueError, match="query_tokens_motion"):

@@ -7,11 +7,13 @@ import pytest
 
 from hawk_jax.models.model_config import hawk_config
 from hawk_jax.text import caption as caption_lib
-from hawk_jax.text import motion_text
-from hawk_jax.text import prompts
-from hawk_jax.text import tiny_tokenizer
-from hawk_jax.text.tokenizer import Tokenizer, check_fits_vocab, default_tokenizer_path, \
-  load_tokenizer
+from hawk_jax.text import motion_text, prompts, tiny_tokenizer
+from hawk_jax.text.tokenizer import (
+  Tokenizer,
+  check_fits_vocab,
+  default_tokenizer_path,
+  load_tokenizer,
+)
 
 NV = hawk_config("tiny").num_visual_tokens  # 16
 

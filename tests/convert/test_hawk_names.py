@@ -8,18 +8,22 @@ import numpy as np
 import pytest
 import torch
 
+from configs import stage2_finetune
 from configs.common import model_for
-from hawk_jax import checkpoint
 from hawk_jax.convert import hawk_names as ht
-from hawk_jax.convert.__main__ import main as convert_main
-from hawk_jax.convert.table import ConversionError, flatten
+from hawk_jax.convert.cli import main as convert_main
+from hawk_jax.convert.cli import read_for_export
+from hawk_jax.convert.table import ConversionError
 from hawk_jax.convert.torch_hawk import HawkTorch, from_params, state_numpy, to_torch_state
-from hawk_jax.models.hawk import TRAINABLE_GROUPS, Hawk, normalize_frames, split_params
+from hawk_jax.models.hawk import TRAINABLE_GROUPS, Hawk, normalize_frames
+from hawk_jax.models.params import flatten_paths as flatten
 from hawk_jax.tensor_files import UnsafeCheckpointError
+from hawk_jax.workdir import write_workdir
 
 
 def original_trainable_names() -> set[str]:
-  """The 129 names a released `.pth["model"]` holds (DESIGN.md §7), written out by hand."""
+  """The 129 names a released `.pth["model"]` holds (docs/model.md, "Checkpoints and
+  conversion"), written out by hand."""
   names = {"query_tokens_motion"}
   for s in ("", "_motion"):
     qf = f"video_Qformer{s}.bert."
@@ -265,15 +269,8 @@ def test_unsafe_pickle_is_refused(tmp_path, capsys):
 
 def _write_workdir(workdir, params, step=3, variant="released"):
   """A tiny stage-2 workdir as training writes it: config.json, frozen/, checkpoints/<step>."""
-  from configs.stage2_finetune import get_config
-  cfg = get_config(f"size=tiny,variant={variant}")
-  config = model_for("tiny", variant)
-  train, frozen = split_params(params, config)
-  checkpoint.write_config(workdir, cfg)
-  checkpoint.save_params(os.path.join(workdir, "frozen"), frozen)
-  ckpts = checkpoint.TrainCheckpoints(os.path.join(workdir, "checkpoints"), async_save=False)
-  ckpts.save(step, train, {"count": np.zeros((), np.int32)})
-  ckpts.close()
+  write_workdir(workdir, stage2_finetune.get_config(f"size=tiny,variant={variant}"), params,
+                step=step)
 
 
 def test_cli_round_trip(tiny, tmp_path, capsys):
@@ -296,7 +293,7 @@ def test_cli_round_trip(tiny, tmp_path, capsys):
   back = str(tmp_path / "back")
   assert convert_main(["from-torch", "--hawk", str(tmp_path / "export" / "hawk_full.pth"),
                        "--size", "tiny", "--variant", "released", "--out", back]) == 0
-  back_config, back_params = ht.load_workdir_params(back)
+  back_config, back_params = read_for_export(back)
   assert back_config == config
   _equal_trees(back_params, params)
 
@@ -313,7 +310,7 @@ def test_cli_round_trip(tiny, tmp_path, capsys):
   printed = capsys.readouterr().out
   assert "never loads BLIP-2 into Qformer_motion" in printed
   assert "appearance/query_tokens" in printed and "random init" in printed
-  _, rel_params = ht.load_workdir_params(rel)
+  _, rel_params = read_for_export(rel)
   for group in ht.EXPORTED_TRAINABLE + (("llm",), ("appearance", "vit"),
                                         ("appearance", "qformer")):
     got, want = rel_params, params
@@ -334,7 +331,7 @@ def test_to_torch_without_full_reads_the_trainable_part_and_frozen_motion_tokens
   config, params = tiny
   workdir, out = str(tmp_path / "run"), str(tmp_path / "hawk.pth")
   _write_workdir(workdir, params, variant="paper")  # query_tokens_motion frozen here
-  _, part = ht.load_workdir_params(workdir, include_frozen=False)
+  _, part = read_for_export(workdir, include_frozen=False)
   assert set(part["motion"]) == {"query_tokens", *TRAINABLE_GROUPS}
   assert "vit" not in part["appearance"] and "llm" not in part
   assert convert_main(["to-torch", "--checkpoint", workdir, "--out", out]) == 0
@@ -371,7 +368,7 @@ def test_cli_from_lavis_towers_paper_variant(tiny, tmp_path, capsys):
                        "--size", "tiny", "--variant", "paper", "--out", out]) == 0
   printed = capsys.readouterr().out
   assert "random init" not in printed and "motion/query_tokens from" in printed
-  got_config, got = ht.load_workdir_params(out)
+  got_config, got = read_for_export(out)
   assert got_config == model_for("tiny", "paper")
   for branch in ("appearance", "motion"):
     for group in ("vit", "qformer"):

@@ -1,6 +1,7 @@
 """Grain loaders (data_pipelines/loaders.py) over ArrayRecord splits written per the record
 contract: layouts, the shared crop, determinism, worker independence, and exact resumption
 from iterator state (plain and through an Orbax CheckpointManager)."""
+import dataclasses
 import os
 
 import cv2
@@ -8,18 +9,14 @@ import grain
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-import tensorflow_datasets as tfds
 
-from data_pipelines import extract
-from data_pipelines import loaders
-from data_pipelines import records
-from data_pipelines import synthetic
+from data_pipelines import extract, loaders, records, synthetic
 from hawk_jax import sharding
 from hawk_jax.models.model_config import hawk_config
-from hawk_jax.text import motion_text
-from hawk_jax.text import prompts
+from hawk_jax.text import motion_text, prompts
 from hawk_jax.text.caption import normalize_caption
 from hawk_jax.text.tokenizer import load_tokenizer
+from tests.support import write_records
 
 NV = hawk_config("tiny").num_visual_tokens  # 16
 SIZE, STORED_FRAMES, NUM_FRAMES, IMAGE_SIZE = 32, 6, 4, 24
@@ -33,29 +30,6 @@ DESCRIPTIONS = [
 ]
 CAPTIONS = ["A dog runs across the park.", "Two cars crash on a highway.",
             "A cyclist falls off his bike.", "People walk in the street."]
-
-
-class ContractRecords(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-  """Writes given examples in the record contract's features (records.features())."""
-  VERSION = tfds.core.Version("1.0.0")
-  code_path = None  # nothing is downloaded, so no checksums file to look for
-
-  def __init__(self, *, examples=None, **kwargs):
-    kwargs.setdefault("file_format", "array_record")
-    self._examples = examples or {}
-    super().__init__(**kwargs)
-
-  def _info(self):
-    return tfds.core.DatasetInfo(builder=self, features=records.features())
-
-  def _split_generators(self, dl_manager):
-    del dl_manager
-    return {split: self._generate_examples(examples)
-            for split, examples in self._examples.items()}
-
-  def _generate_examples(self, examples):
-    for i, example in enumerate(examples):
-      yield f"{i:06d}", example
 
 
 def _raw_example(i, weight_kind, rng, description=None, caption=None, qa=None):
@@ -98,7 +72,7 @@ def contract_dir(tmp_path_factory):
   rng = np.random.default_rng(0)
   examples = {"train": [_raw_example(i, weight_kind_of(i), rng) for i in range(NUM_RECORDS)]}
   root = tmp_path_factory.mktemp("contract")
-  ContractRecords(examples=examples, data_dir=str(root)).download_and_prepare()
+  write_records(examples, root)
   return str(root)
 
 
@@ -115,11 +89,31 @@ def synthetic_dir(tmp_path_factory):
   return out
 
 
-def _kwargs(tok, **over):
-  kw = dict(stage=2, tokenizer=tok, num_frames=NUM_FRAMES, image_size=IMAGE_SIZE,
-            num_visual_tokens=NV, max_len=160, batch_size=2, seed=3)
-  kw.update(over)
-  return kw
+_EXAMPLE_FIELDS = {f.name for f in dataclasses.fields(loaders.TrainExamples)}
+
+
+def _examples(**over):
+  fields = dict(stage=2, num_frames=NUM_FRAMES, image_size=IMAGE_SIZE, num_visual_tokens=NV,
+                max_len=160, seed=3)
+  fields.update(over)
+  return loaders.TrainExamples(**fields)
+
+
+def _split(kw):
+  """(TrainExamples fields, pipeline arguments) of keyword arguments."""
+  return ({k: v for k, v in kw.items() if k in _EXAMPLE_FIELDS},
+          {k: v for k, v in kw.items() if k not in _EXAMPLE_FIELDS})
+
+
+def _loader(data_dir, tok, batch_size=2, **kw):
+  fields, rest = _split(kw)
+  return loaders.make_train_loader(data_dir, _examples(**fields), tok, batch_size=batch_size,
+                                   **rest)
+
+
+def _dataset(data_dir, tok, **kw):
+  fields, rest = _split(kw)
+  return loaders.make_train_dataset(data_dir, _examples(**fields), tok, **rest)
 
 
 def _take(it, n):
@@ -134,16 +128,10 @@ def _assert_same_batches(a, b):
       np.testing.assert_array_equal(x[key], y[key], err_msg=key)
 
 
-def _dataset_kwargs(tok, **over):
-  kw = _kwargs(tok, **over)
-  kw.pop("batch_size")
-  return kw
-
-
 # -------------------------------------------------------------------------------- layouts
 
 def test_train_batch_shapes_and_dtypes(contract_dir, tok):
-  batch = next(iter(loaders.make_train_loader(contract_dir, **_kwargs(tok))))
+  batch = next(iter(_loader(contract_dir, tok)))
   ml_len = 1 + NV // 2 + prompts.MAX_CAPTION_TOKENS
   expected = {
       "frames": ((2, NUM_FRAMES, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8),
@@ -154,6 +142,8 @@ def test_train_batch_shapes_and_dtypes(contract_dir, tok):
                                               "ml_visual_mask", "ml_labels")},
   }
   assert {k: (v.shape, v.dtype) for k, v in batch.items()} == expected
+  # The layout the planner, the benchmark and the train step take it from.
+  assert {k: (s.shape, s.dtype) for k, s in _examples().batch_spec(2).items()} == expected
   for row in range(2):
     mask, vis, labels, ids = (batch[k][row] for k in ("attention_mask", "visual_mask", "labels",
                                                       "input_ids"))
@@ -172,8 +162,7 @@ def test_train_batch_shapes_and_dtypes(contract_dir, tok):
 
 
 def test_stage2_examples_follow_their_records(contract_dir, tok):
-  ds = loaders.make_train_dataset(contract_dir, shuffle=False,
-                                  **_dataset_kwargs(tok, max_len=400))
+  ds = _dataset(contract_dir, tok, shuffle=False, max_len=400)
   source = records.open_split(contract_dir, "train")
   swapped = 0
   for i in range(NUM_RECORDS):
@@ -193,8 +182,7 @@ def test_stage2_examples_follow_their_records(contract_dir, tok):
 
 
 def test_stage1_caption_examples(contract_dir, tok):
-  ds = loaders.make_train_dataset(contract_dir, shuffle=False,
-                                  **_dataset_kwargs(tok, stage=1, max_len=64))
+  ds = _dataset(contract_dir, tok, shuffle=False, stage=1, max_len=64)
   source = records.open_split(contract_dir, "train")
   for i in range(NUM_RECORDS):
     ex, written = ds[i], CAPTIONS[clip_number(records.decode_record(source[i])) % 4]
@@ -207,9 +195,8 @@ def test_stage1_caption_examples(contract_dir, tok):
 
 
 def test_same_crop_on_both_streams(contract_dir, tok):
-  ds = loaders.make_train_dataset(contract_dir, shuffle=False, **_dataset_kwargs(tok))
-  plain = loaders.make_train_dataset(contract_dir, shuffle=False, augment=False,
-                                     **_dataset_kwargs(tok))
+  ds = _dataset(contract_dir, tok, shuffle=False)
+  plain = _dataset(contract_dir, tok, shuffle=False, augment=False)
   source = records.open_split(contract_dir, "train")
   cropped = 0
   for i in range(NUM_RECORDS):
@@ -233,8 +220,7 @@ def test_same_crop_on_both_streams(contract_dir, tok):
                                   loaders.resize_frames(rec["frames"][pick], IMAGE_SIZE))
   assert cropped == NUM_RECORDS
   # The released behaviour (shared_crop=False): each stream draws its own box.
-  apart = loaders.make_train_dataset(contract_dir, shuffle=False, shared_crop=False,
-                                     **_dataset_kwargs(tok))
+  apart = _dataset(contract_dir, tok, shuffle=False, shared_crop=False)
   full = [i for i in range(NUM_RECORDS)
           if weight_kind_of(clip_number(records.decode_record(source[i]))) == "full"]
   for i in full:
@@ -256,27 +242,27 @@ def test_random_resized_crop_box_bounds():
 # ------------------------------------------------------------------ determinism and state
 
 def test_loader_is_deterministic_per_seed(contract_dir, tok):
-  first = _take(iter(loaders.make_train_loader(contract_dir, **_kwargs(tok))), 4)
-  again = _take(iter(loaders.make_train_loader(contract_dir, **_kwargs(tok))), 4)
+  first = _take(iter(_loader(contract_dir, tok)), 4)
+  again = _take(iter(_loader(contract_dir, tok)), 4)
   _assert_same_batches(first, again)
-  other = _take(iter(loaders.make_train_loader(contract_dir, **_kwargs(tok, seed=4))), 4)
+  other = _take(iter(_loader(contract_dir, tok, seed=4)), 4)
   assert not all(np.array_equal(a["frames"], b["frames"]) for a, b in zip(first, other))
 
 
 def test_restored_iterator_continues_exactly(contract_dir, tok):
   # 8 batches of 2 cross the 12-record epoch boundary (a new shuffle order there).
-  reference = _take(iter(loaders.make_train_loader(contract_dir, **_kwargs(tok))), 8)
-  it = iter(loaders.make_train_loader(contract_dir, **_kwargs(tok)))
+  reference = _take(iter(_loader(contract_dir, tok)), 8)
+  it = iter(_loader(contract_dir, tok))
   _assert_same_batches(_take(it, 3), reference[:3])
   state = it.get_state()
-  resumed = iter(loaders.make_train_loader(contract_dir, **_kwargs(tok)))
+  resumed = iter(_loader(contract_dir, tok))
   resumed.set_state(state)
   _assert_same_batches(_take(resumed, 5), reference[3:])
 
 
 def test_orbax_checkpoint_restores_the_iterator(contract_dir, tok, tmp_path):
-  reference = _take(iter(loaders.make_train_loader(contract_dir, **_kwargs(tok))), 6)
-  it = iter(loaders.make_train_loader(contract_dir, **_kwargs(tok)))
+  reference = _take(iter(_loader(contract_dir, tok)), 6)
+  it = iter(_loader(contract_dir, tok))
   _take(it, 3)
   params = {"w": np.arange(4.0)}
   with ocp.CheckpointManager(str(tmp_path / "ckpt"),
@@ -287,7 +273,7 @@ def test_orbax_checkpoint_restores_the_iterator(contract_dir, tok, tmp_path):
   _take(it, 2)  # the live iterator moves on; the checkpoint must not
   with ocp.CheckpointManager(str(tmp_path / "ckpt")) as manager:
     assert manager.latest_step() == 3
-    resumed = iter(loaders.make_train_loader(contract_dir, **_kwargs(tok)))
+    resumed = iter(_loader(contract_dir, tok))
     restored = manager.restore(3, args=ocp.args.Composite(
         params=ocp.args.StandardRestore(params),
         data=grain.checkpoint.CheckpointRestore(resumed)))
@@ -296,8 +282,8 @@ def test_orbax_checkpoint_restores_the_iterator(contract_dir, tok, tmp_path):
 
 
 def test_worker_processes_give_the_same_batches_and_resume(contract_dir, tok):
-  reference = _take(iter(loaders.make_train_loader(contract_dir, **_kwargs(tok))), 5)
-  it = iter(loaders.make_train_loader(contract_dir, worker_count=2, **_kwargs(tok)))
+  reference = _take(iter(_loader(contract_dir, tok)), 5)
+  it = iter(_loader(contract_dir, tok, worker_count=2))
   try:
     _assert_same_batches(_take(it, 3), reference[:3])
     state = it.get_state()
@@ -311,46 +297,45 @@ def test_worker_processes_give_the_same_batches_and_resume(contract_dir, tok):
 
 
 def test_per_host_shards_partition_each_global_batch(contract_dir, tok):
-  kw = _dataset_kwargs(tok, augment=False)
-  whole = loaders.make_train_dataset(contract_dir, **kw)
-  hosts = [loaders.make_train_dataset(contract_dir, shard_index=h, shard_count=2, **kw)
+  whole = _dataset(contract_dir, tok, augment=False)
+  hosts = [_dataset(contract_dir, tok, augment=False, shard_index=h, shard_count=2)
            for h in range(2)]
   for step in range(6):
     np.testing.assert_array_equal(hosts[step % 2][step // 2]["input_ids"], whole[step]["input_ids"])
-  finite = loaders.make_train_dataset(contract_dir, num_epochs=1, shard_index=1, shard_count=5,
-                                      **kw)
+  finite = _dataset(contract_dir, tok, augment=False, num_epochs=1, shard_index=1,
+                    shard_count=5)
   assert len(finite) == NUM_RECORDS // 5
 
 
 def test_put_on_mesh(contract_dir, tok):
-  batch = next(iter(loaders.make_train_loader(contract_dir, **_kwargs(tok, batch_size=4))))
+  batch = next(iter(_loader(contract_dir, tok, batch_size=4)))
   mesh = sharding.make_mesh((2, 2, 2))
-  on_mesh = loaders.put_on_mesh(batch, mesh)
+  on_mesh = sharding.put_on_mesh(batch, mesh)
   for key, value in batch.items():
     arr = on_mesh[key]
     assert arr.shape == value.shape and arr.dtype == value.dtype
     assert arr.sharding.spec[0] == ("data", "fsdp")
     np.testing.assert_array_equal(np.asarray(arr), value)
   with pytest.raises(TypeError, match="'video'"):
-    loaders.put_on_mesh({"video": np.array(["a", "b"])}, mesh)
+    sharding.put_on_mesh({"video": np.array(["a", "b"])}, mesh)
 
 
 # ------------------------------------------------------------------------------ bad input
 
 def test_bad_inputs_get_clear_errors(contract_dir, tok, tmp_path):
   with pytest.raises(KeyError, match="no split 'validation'"):
-    loaders.make_train_loader(contract_dir, split="validation", **_kwargs(tok))
+    _loader(contract_dir, tok, split="validation")
   with pytest.raises(ValueError, match="training stage must be one of"):
-    loaders.make_train_loader(contract_dir, **_kwargs(tok, stage=3))
+    _loader(contract_dir, tok, stage=3)
   with pytest.raises(ValueError, match="positive and even"):
-    loaders.make_train_loader(contract_dir, **_kwargs(tok, num_visual_tokens=15))
+    _loader(contract_dir, tok, num_visual_tokens=15)
   with pytest.raises(ValueError, match="max_len 10 leaves no room"):
-    loaders.make_train_loader(contract_dir, **_kwargs(tok, max_len=10))
+    _loader(contract_dir, tok, max_len=10)
   with pytest.raises(FileNotFoundError, match="no written TFDS dataset"):
-    loaders.make_train_loader(str(tmp_path), **_kwargs(tok))
+    _loader(str(tmp_path), tok)
   textless = [_raw_example(0, "full", np.random.default_rng(1), description="", caption="",
                            qa=[])]
-  ds = loaders.make_train_dataset(None, source=textless, **_dataset_kwargs(tok, stage=1))
+  ds = _dataset(None, tok, source=textless, stage=1)
   with pytest.raises(ValueError, match="clip_00.mp4.*neither caption nor description"):
     ds[0]
 
@@ -396,7 +381,7 @@ def test_eval_items_and_left_padded_batches(synthetic_dir, tok):
 
 
 def test_train_loader_on_extracted_synthetic_data(synthetic_dir, tok):
-  batch = next(iter(loaders.make_train_loader(synthetic_dir, **_kwargs(tok, max_len=400))))
+  batch = next(iter(_loader(synthetic_dir, tok, max_len=400)))
   assert batch["frames"].shape == (2, NUM_FRAMES, IMAGE_SIZE, IMAGE_SIZE, 3)
   assert (batch["labels"] != -100).sum(axis=1).min() > 5
   assert (batch["ml_labels"] != -100).sum(axis=1).min() > 1  # synthetic text has verbs

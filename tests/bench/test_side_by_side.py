@@ -46,11 +46,14 @@ def test_skipped_lm_head_flops_are_the_chunks_without_targets():
   and the backward product for its input, counted by hawk_jax.flops on jax.vjp."""
   import jax
   import jax.numpy as jnp
-  from configs.common import model_for
+
   from hawk_jax import flops as flops_lib
-  from hawk_jax.bench import train_step as bench_step
-  config = model_for("small", "paper")
-  batch_np = bench_step.random_batch(config, 2, 8, 64)
+  from hawk_jax.bench import train_step
+  from hawk_jax.models.model_config import HawkConfig
+  from hawk_jax.train.data import batch_spec
+  cfg = train_step.bench_config("small", batch=2, frames=8, text_len=64, dtype="float32")
+  config = HawkConfig.from_stage_config(cfg)
+  batch_np = train_step.random_batch(batch_spec(cfg), config)
   e, v = config.llm.hidden_size, config.llm.vocab_size
 
   def head_fwd_bwd(h, w):

