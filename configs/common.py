@@ -118,8 +118,9 @@ def base_config(stage: int, arg: str | None) -> ml_collections.ConfigDict:
   c.train.keep_checkpoints = 2 if tiny else 3
   c.train.eval_batches = 2
   # Peak FLOP/s the logged MFU is rated against (hawk_jax/hardware.py: cpu, v4, v5e, v5p, v6e,
-  # h100, h200), times the number of devices.
-  c.train.chip = "cpu"
+  # h100, h200; "auto": the chip jax.devices()[0].device_kind names), times the number of
+  # devices; float32 compute is rated against the chip's f32 peak where one is listed.
+  c.train.chip = "auto"
   # How this workdir keeps the frozen towers (ViTs, image Q-Formers, LLM; ~18 GB at hawk7b):
   # "copy" saves them in frozen/ (safe if init.from_stage is deleted later); "reference"
   # writes frozen_ref.json naming the workdir they were loaded from unchanged (that workdir

@@ -11,7 +11,7 @@ Training (stages 1 and 2)::
 
 The pipeline: `records.open_split` -> `MapDataset.source` -> seeded global shuffle (a new
 order each epoch) -> repeat (`num_epochs`, None = forever) -> per-example transform ->
-per-host shard (`ds[process_index::process_count]`) -> batch (drop remainder) ->
+per-host shard (this host's contiguous rows of each global batch) -> batch (drop remainder) ->
 `to_iter_dataset` -> `mp_prefetch` worker processes (`worker_count`, 0 = in-process). The
 transform sees the example's global position `index` and draws all its randomness (crop,
 description swap) from `SeedSequence([seed, index, stream])`, so a batch depends only on
@@ -306,16 +306,48 @@ class TrainTransform:
 
 # ------------------------------------------------------------------------------- loaders
 
+class _HostRows(grain.MapDataset):
+  """Host `index`'s rows of every global batch: with `per_host` rows per host and `count`
+  hosts, its k-th element is row (index * per_host + k % per_host) of global batch
+  k // per_host. The global batch a pod assembles (jax.make_array_from_process_local_data
+  puts host i's rows after host i-1's) is then, row for row, the batch one process would load:
+  per-row randomness in the step (dropout) sees the same example in the same row."""
+
+  _MUTATES_ELEMENT_SPEC = False
+
+  def __init__(self, parent: grain.MapDataset, index: int, count: int, per_host: int):
+    super().__init__(parent)
+    self._index, self._count, self._per_host = index, count, per_host
+    self._length = len(parent) // (count * per_host) * per_host
+
+  def __len__(self) -> int:
+    return self._length
+
+  def _parent_index(self, k: int) -> int:
+    batch, row = divmod(k, self._per_host)
+    return (batch * self._count + self._index) * self._per_host + row
+
+  def __getitem__(self, k):
+    if isinstance(k, slice):
+      return self.slice(k)
+    return self._parent[self._parent_index(k)]
+
+  def __str__(self) -> str:
+    return f"HostRows(host {self._index} of {self._count}, {self._per_host} rows per batch)"
+
+
 def _shard(ds: grain.MapDataset, shard_index: int | None, shard_count: int | None,
-           finite: bool) -> grain.MapDataset:
-  """This host's elements: every count-th, from its index (interleaved, so consecutive hosts
-  hold consecutive examples of each global batch)."""
+           finite: bool, host_batch: int | None = None) -> grain.MapDataset:
+  """This host's elements: with `host_batch` (the per-host batch size) its contiguous rows of
+  each global batch (_HostRows), else every count-th from its index (interleaved)."""
   index = jax.process_index() if shard_index is None else shard_index
   count = jax.process_count() if shard_count is None else shard_count
   if not 0 <= index < count:
     raise ValueError(f"shard_index {index} is not in [0, {count})")
   if count == 1:
     return ds
+  if host_batch:
+    return _HostRows(ds, index, count, host_batch)
   if finite:  # every host gets the same number of examples, hence of steps
     ds = ds[:len(ds) // count * count]
   return ds[index::count]
@@ -324,8 +356,11 @@ def _shard(ds: grain.MapDataset, shard_index: int | None, shard_count: int | Non
 def make_train_dataset(data_dir: str, examples: TrainExamples, tokenizer, *,
                        split: str = "train", num_epochs: int | None = None,
                        shuffle: bool = True, shard_index: int | None = None,
-                       shard_count: int | None = None, source=None) -> grain.MapDataset:
-  """The per-example MapDataset (after sharding, before batching). `source` replaces
+                       shard_count: int | None = None, host_batch: int | None = None,
+                       source=None) -> grain.MapDataset:
+  """The per-example MapDataset (after sharding, before batching). With `host_batch` each
+  host takes its contiguous rows of every global batch of host_batch * shard_count examples,
+  else every shard_count-th example. `source` replaces
   `open_split(data_dir, split)` with any random-access source of raw records; with
   `examples.frame_tokens_dir` every record is joined with its cached frame tokens."""
   if source is None:
@@ -343,23 +378,28 @@ def make_train_dataset(data_dir: str, examples: TrainExamples, tokenizer, *,
     ds = ds.shuffle(seed=examples.seed)
   ds = ds.repeat(num_epochs)
   ds = ds.map_with_index(TrainTransform(examples, tokenizer))
-  return _shard(ds, shard_index, shard_count, finite=num_epochs is not None)
+  return _shard(ds, shard_index, shard_count, finite=num_epochs is not None,
+                host_batch=host_batch)
 
 
 def make_train_loader(data_dir: str, examples: TrainExamples, tokenizer, *, batch_size: int,
                       worker_count: int = 0, worker_buffer_size: int = 2,
-                      read_threads: int = 2, **kwargs) -> grain.IterDataset:
+                      read_threads: int = 2, start_step: int = 0, **kwargs) -> grain.IterDataset:
   """Batched training pipeline; `iter()` of it is a checkpointable grain DatasetIterator.
 
   batch_size is per host (the global batch is batch_size * process count). worker_count > 0
   decodes and augments in that many worker processes (the caller's entry point must be
-  `if __name__ == "__main__":` guarded and absl flags parsed). Other keyword arguments (split,
-  num_epochs, shuffle, ...) go to `make_train_dataset`.
+  `if __name__ == "__main__":` guarded and absl flags parsed). `start_step` skips that many
+  batches without decoding them (resuming on another process count, where the per-process
+  iterator states do not apply). Other keyword arguments (split, num_epochs, shuffle, ...) go to
+  `make_train_dataset`.
   """
   if batch_size < 1:
     raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-  ds = make_train_dataset(data_dir, examples, tokenizer, **kwargs)
+  ds = make_train_dataset(data_dir, examples, tokenizer, host_batch=batch_size, **kwargs)
   ds = ds.batch(batch_size, drop_remainder=True)
+  if start_step:
+    ds = ds[start_step:]
   # A small prefetch buffer: each element is a whole batch of video frames.
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=read_threads,
                                             prefetch_buffer_size=max(1, read_threads)))

@@ -32,9 +32,13 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 
-def _abs(path) -> epath.Path:
+def as_path(path) -> epath.Path:
+  """A workdir path as etils.epath: gs://bucket/... as it is, a local path made absolute."""
   p = epath.Path(path)
   return p if str(p).startswith("gs://") else epath.Path(os.path.abspath(str(p)))
+
+
+_abs = as_path
 
 
 def write_config(workdir, cfg: ml_collections.ConfigDict) -> None:
@@ -193,6 +197,12 @@ class TrainCheckpoints:
       import grain
       items["data"] = grain.checkpoint.CheckpointSave(data_iter)
     return self.manager.save(step, args=ocp.args.Composite(**items))
+
+  def has_data_state(self, step: int) -> bool:
+    """Whether `step` holds this process's Grain iterator state for the current process count
+    (Grain writes one `process_<i>-of-<n>.json` per process)."""
+    name = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+    return (self.directory / str(step) / "data" / name).exists()
 
   def restore(self, step: int, trainable_target, opt_state_target=None, data_iter=None):
     """Returns a dict with the restored items (`data_iter` is restored in place)."""

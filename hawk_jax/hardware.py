@@ -47,3 +47,37 @@ def chip(name: str) -> Chip:
     return CHIPS[name.lower()]
   except KeyError:
     raise ValueError(f"unknown chip {name!r}; known: {sorted(CHIPS)}") from None
+
+
+# jax.Device.device_kind -> CHIPS key, by prefix (lower case). "TPU v5 lite" is v5e, "TPU v5"
+# v5p (and "TPU v5p"), "TPU v6 lite" v6e; GPUs report e.g. "NVIDIA H100 80GB HBM3".
+_DEVICE_KINDS = (("tpu v5 lite", "v5e"), ("tpu v5e", "v5e"), ("tpu v5p", "v5p"), ("tpu v5", "v5p"),
+                 ("tpu v6 lite", "v6e"), ("tpu v6e", "v6e"), ("tpu v4", "v4"),
+                 ("nvidia h100", "h100"), ("nvidia h200", "h200"), ("cpu", "cpu"))
+
+
+def chip_of_device_kind(device_kind: str) -> str | None:
+  """The CHIPS key of a `jax.Device.device_kind`, None for a chip not listed."""
+  kind = device_kind.strip().lower()
+  for prefix, name in _DEVICE_KINDS:
+    if kind.startswith(prefix):
+      return name
+  return None
+
+
+def resolve_chip(name: str, device_kind: str) -> Chip:
+  """`name` ("auto": the chip `device_kind` names) as a Chip; raises for unknown names."""
+  if name.lower() != "auto":
+    return chip(name)
+  found = chip_of_device_kind(device_kind)
+  if found is None:
+    raise ValueError(f"train.chip=auto: no peak figures for device kind {device_kind!r}; set "
+                     f"--config.train.chip to one of {sorted(CHIPS)} (hawk_jax/hardware.py)")
+  return CHIPS[found]
+
+
+def rated_peak_flops(name: str, *, f32: bool, device_kind: str) -> float:
+  """Per-chip peak FLOP/s an MFU is rated against: the bf16 peak, or the f32 peak for f32
+  compute where the chip has one listed (TPUs run f32 matmuls as bf16 passes: bf16 peak)."""
+  c = resolve_chip(name, device_kind)
+  return c.peak_f32_flops if f32 and c.peak_f32_flops else c.peak_bf16_flops

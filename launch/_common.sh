@@ -4,7 +4,9 @@
 # stage_command builds the one command every process runs for a stage:
 #   stage 1, 2: python3 -m hawk_jax.train [--distributed] --config configs/stage{1,2}_*.py:size=..,variant=..
 #               --workdir W --config.data.dir=D [--config.init.from_stage=F] [overrides] [extra]
-#   stage 3:    python3 -m hawk_jax.eval --checkpoint F --data_dir D --out W [extra]
+#               [--config.train.chip=$CHIP when set: the MFU's chip, from the accelerator type]
+#   stage 3:    python3 -m hawk_jax.eval [--distributed] --checkpoint F --data_dir D --out W [extra]
+#               (distributed: every host holds a share of the model and of the test items)
 
 DRY_RUN=${DRY_RUN:-0}
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -96,7 +98,9 @@ stage_command() {
   local cmd
   if [[ "$stage" == 3 ]]; then
     need "$from" "--from_stage (the stage-2 workdir to evaluate)"
-    cmd=("$py" -m hawk_jax.eval --checkpoint "$from" --data_dir "$data" --out "$workdir")
+    cmd=("$py" -m hawk_jax.eval)
+    [[ "$dist" == 1 ]] && cmd+=(--distributed)
+    cmd+=(--checkpoint "$from" --data_dir "$data" --out "$workdir")
     [[ -n "$batch" ]] && cmd+=(--batch_size "$batch")
   else
     cmd=("$py" -m hawk_jax.train)
@@ -106,8 +110,21 @@ stage_command() {
     [[ -n "$from" ]] && cmd+=("--config.init.from_stage=$from")
     [[ -n "$batch" ]] && cmd+=("--config.train.batch_size=$batch")
     [[ -n "$steps" ]] && cmd+=("--config.train.num_steps=$steps")
+    [[ -n "${CHIP:-}" ]] && cmd+=("--config.train.chip=$CHIP")
   fi
   quote "${cmd[@]}" "$@"
+}
+
+# chip_of_accelerator TYPE -> the hawk_jax/hardware.py chip of a TPU type (v5litepod-64 -> v5e),
+# empty when unknown (train.chip "auto" then reads it from the devices).
+chip_of_accelerator() {
+  case "$1" in
+    v5litepod-*|v5e-*|v5litepod|v5e) echo v5e ;;
+    v5p-*|v5p) echo v5p ;;
+    v6e-*|v6e) echo v6e ;;
+    v4-*|v4) echo v4 ;;
+    *) echo "" ;;
+  esac
 }
 
 # The stage flags every script takes (--stage --size --variant --workdir --data --from_stage

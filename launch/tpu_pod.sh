@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Train (or evaluate) one HAWK stage on a Cloud TPU slice with gcloud:
 #   create the slice (or reuse it), copy or clone the code to every worker, install it with the
-#   TPU extra, run the stage on all workers at once (--worker=all; stage 3 on worker 0), copy
-#   the logs back, and delete the slice with --teardown.
+#   TPU extra, run the stage on all workers at once (--worker=all, --distributed; stage 3 too:
+#   the model and the test items are shared out over the slice), copy the logs back, and delete
+#   the slice with --teardown. The MFU is rated against the chip of --accelerator.
 #
 # Usage:
 #   launch/tpu_pod.sh --project P --zone Z --tpu NAME --accelerator v5litepod-64 \
@@ -84,10 +85,12 @@ if [[ -z "$VERSION" ]]; then
   esac
 fi
 LOGS=${LOGS:-logs/$TPU}
+CHIP=$(chip_of_accelerator "$ACCELERATOR")
 STAGE_CMD=$(stage_command "$PY" 1 "$STAGE" "$SIZE" "$VARIANT" "$WORKDIR" "$DATA" "$FROM_STAGE" \
                           "$BATCH" "$STEPS" "${EXTRA[@]+"${EXTRA[@]}"}")
+# Every worker, stage 3 included: a multi-host slice runs a JAX program only when all its
+# hosts join (evaluate --distributed splits the items and writes from worker 0).
 WORKERS=(--worker=all)
-[[ "$STAGE" == 3 ]] && WORKERS=(--worker=0)  # generation + scoring run on one host
 ssh_all() { run gcloud compute tpus tpu-vm ssh "$TPU" "${LOC[@]}" --worker=all --command "$1"; }
 
 # 1. The slice: reuse it when it exists.

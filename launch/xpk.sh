@@ -68,8 +68,8 @@ need "$DATA" --data
 [[ -n "$DOCKER_IMAGE" && -n "$BASE_IMAGE" ]] && die "give --docker_image or --base_docker_image, not both"
 WORKLOAD=${WORKLOAD:-hawk-s$STAGE-$SIZE-$(date +%m%d-%H%M)}
 
-DIST=1
-[[ "$STAGE" == 3 ]] && DIST=0
+DIST=1  # every stage, evaluation included: all hosts of the slice join one program
+CHIP=$(chip_of_accelerator "$TPU_TYPE")
 STAGE_CMD=$(stage_command "$PY" "$DIST" "$STAGE" "$SIZE" "$VARIANT" "$WORKDIR" "$DATA" \
                           "$FROM_STAGE" "$BATCH" "$STEPS" "${EXTRA[@]+"${EXTRA[@]}"}")
 CREATE=(xpk workload create "${LOC[@]}" --workload "$WORKLOAD" --tpu-type "$TPU_TYPE"

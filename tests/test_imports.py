@@ -16,7 +16,7 @@ from tests.support import ROOT
 LAYERS = (
     ("ground", ("hawk_jax.text", "hawk_jax.sharding", "hawk_jax.losses", "hawk_jax.checkpoint",
                 "hawk_jax.tensor_files", "hawk_jax.flops", "hawk_jax.hardware",
-                "hawk_jax.compile_cache", "hawk_jax.stage_config")),
+                "hawk_jax.compile_cache", "hawk_jax.stage_config", "hawk_jax.distributed")),
     ("models", ("hawk_jax.models",)),
     ("data", ("data_pipelines",)),
     ("workdir", ("hawk_jax.workdir",)),

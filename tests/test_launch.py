@@ -52,7 +52,7 @@ def test_tpu_pod_dry_run_stage2():
                    "configs/stage2_finetune.py:size=hawk7b,variant=paper",
                    "--workdir", "gs://b/stage2", "--config.data.dir=gs://b/data/hawk",
                    "--config.init.from_stage=gs://b/stage1", "--config.train.batch_size=128",
-                   "--config.optim.peak_lr=2e-5"]
+                   "--config.train.chip=v5e", "--config.optim.peak_lr=2e-5"]
   scp = lines[-1]
   assert scp[:5] == ["gcloud", "compute", "tpus", "tpu-vm", "scp"] and "logs/hawk-v5e" in scp
   assert not any("delete" in line for line in lines)
@@ -68,7 +68,9 @@ def test_tpu_pod_stage3_teardown_and_clone():
              in _opt(line, "--command") for line in lines if "--command" in line)
   run = [line for line in lines
          if "--command" in line and "-m hawk_jax.eval " in _opt(line, "--command")]
-  assert run and "--worker=0" in run[0]
+  # every host of the slice joins the sharded evaluation
+  assert run and "--worker=all" in run[0]
+  assert "-m hawk_jax.eval --distributed --checkpoint gs://b/stage2" in _opt(run[0], "--command")
   assert "--checkpoint gs://b/stage2 --data_dir gs://b/data/hawk --out gs://b/s3" in _opt(
       run[0], "--command")
   assert lines[-1][:6] == ["gcloud", "compute", "tpus", "tpu-vm", "delete", "hawk-v5e"]
@@ -125,7 +127,8 @@ def test_xpk_dry_run():
   start = command.index("hawk_jax.train") - 2
   assert command[start:] == ["python3", "-m", "hawk_jax.train", "--distributed", "--config",
                              "configs/stage1_pretrain.py:size=hawk7b,variant=paper", "--workdir",
-                             "gs://b/s1", "--config.data.dir=gs://b/captions"]
+                             "gs://b/s1", "--config.data.dir=gs://b/captions",
+                             "--config.train.chip=v5e"]
   image = _lines(_run("xpk.sh", "--dry-run", "--cluster", "c", "--project", "p", "--zone", "z",
                       "--tpu_type", "v5p-128", "--docker_image", "gcr.io/p/hawk:1", "--stage",
                       "2", "--workdir", "gs://w", "--data", "gs://d"))[0]

@@ -4,35 +4,26 @@
       [--config.data.dir=DATA] [--config.init.from_stage=STAGE1_WORKDIR] [--config.x=...]
 
 Rerunning the same command resumes from the workdir's last checkpoint. On multi-host (TPU pod
-or multi-node GPU) pass --distributed to call `jax.distributed.initialize()` first.
+or multi-node GPU, or launch/local_pod.sh) pass --distributed to join the other processes first.
+SIGTERM saves a checkpoint at the next step and exits with status 143; rerun to resume.
 """
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from typing import Sequence
 
-import jax
 from absl import flags
 
-from hawk_jax import compile_cache
+from hawk_jax import compile_cache, distributed
 from hawk_jax.stage_config import add_config_arguments, parse_args_with_config
-from hawk_jax.train.loop import train_stage
+from hawk_jax.train.loop import Preempted, train_stage
 
-
-def distributed_args(env=None) -> dict:
-  """Process count and index from JAX_NUM_PROCESSES / JAX_PROCESS_ID when a launcher sets them
-  (launch/gpu.sh over ssh); JAX reads JAX_COORDINATOR_ADDRESS itself and detects Cloud TPU,
-  SLURM, Open MPI and Kubernetes on its own when they are absent."""
-  env = os.environ if env is None else env
-  out = {}
-  if env.get("JAX_NUM_PROCESSES"):
-    out["num_processes"] = int(env["JAX_NUM_PROCESSES"])
-  if env.get("JAX_PROCESS_ID"):
-    out["process_id"] = int(env["JAX_PROCESS_ID"])
-  return out
+# After a SIGTERM the run saves a checkpoint and exits with 143 (128 + SIGTERM, what a process
+# ended by that signal reports): the checkpoint is complete, but the stage is not finished, so
+# a script that chains stages (`train stage 1 && train stage 2`) must stop here.
+PREEMPTED_EXIT = 143
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
   add_config_arguments(p)
   p.add_argument("--workdir", required=True, help="where checkpoints, logs and metrics go")
   p.add_argument("--distributed", action="store_true",
-                 help="call jax.distributed.initialize() first (multi-host)")
+                 help="join the other processes of a pod first (hawk_jax/distributed.py)")
   p.add_argument("--stop_after", type=int, default=None,
                  help="stop after N steps of this invocation")
   return p
@@ -53,10 +44,18 @@ def main(argv: Sequence[str] | None = None) -> int:
   # force: a library imported above may have put a WARNING-level handler on the root logger.
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
                       force=True)
+  # Orbax logs every file of every save at INFO through absl; warnings still show.
+  logging.getLogger("absl").setLevel(logging.WARNING)
   if args.distributed:
-    jax.distributed.initialize(**distributed_args())
+    distributed.initialize()
+    if not distributed.is_main_process():  # one log for the pod: process 0's
+      logging.getLogger().setLevel(logging.WARNING)
   compile_cache.enable()
-  r = train_stage(cfg, args.workdir, stop_after=args.stop_after)
+  try:
+    r = train_stage(cfg, args.workdir, stop_after=args.stop_after)
+  except Preempted as e:
+    print(e, flush=True)
+    return PREEMPTED_EXIT
   print(f"stage {cfg.stage}: steps={r.steps} first_loss={r.first_loss} "
         f"last_loss={r.last_loss} eval_loss={r.eval_loss} workdir={r.workdir}")
   return 0

@@ -48,8 +48,9 @@ def batch_spec(cfg, batch_size: int | None = None) -> dict[str, jax.ShapeDtypeSt
   return spec
 
 
-def train_iterator(cfg, split: str = "train", train: bool = True):
-  """A checkpointable Grain iterator of per-host numpy batches for stage 1 or 2."""
+def train_iterator(cfg, split: str = "train", train: bool = True, start_step: int = 0):
+  """A checkpointable Grain iterator of per-host numpy batches for stage 1 or 2, starting at
+  batch `start_step` (a batch depends only on (seed, step), whatever the process count)."""
   if not cfg.data.dir:
     raise ValueError("config.data.dir is empty: point it at a pre-extracted dataset "
                      "(python -m data_pipelines.extract ... --out_dir DIR)")
@@ -62,7 +63,8 @@ def train_iterator(cfg, split: str = "train", train: bool = True):
   ds = loaders.make_train_loader(
       cfg.data.dir, examples, tokenizer_for(cfg),
       batch_size=cfg.train.batch_size // jax.process_count(),
-      worker_count=cfg.data.worker_count if train else 0, split=split, shuffle=train)
+      worker_count=cfg.data.worker_count if train else 0, split=split, shuffle=train,
+      start_step=start_step)
   return iter(ds)
 
 

@@ -3,23 +3,43 @@
 A run killed at any moment and started again with the same command resumes from its last
 finished checkpoint (trainable parameters, optimizer state, step and the Grain iterator state),
 and ends with exactly the parameters of an uninterrupted run.
+
+On a pod every process runs this same loop (SPMD). What is a collective is joined by all of
+them: the frozen-tower save, checkpoint saves and restores (Orbax: each process writes its
+shards, process 0 the metadata), the evaluation loss. What there is one of -- config.json,
+frozen_ref.json, metrics.jsonl, TensorBoard events, result.json, the progress bar, INFO logs --
+comes from process 0 (hawk_jax.distributed.is_main_process). Each process reads its own shard
+of the data (data_pipelines.loaders). Workdirs are paths of etils.epath, so gs://bucket/... works
+like a local folder.
+
+Preemption: SIGTERM (what a Cloud TPU VM gets before maintenance or preemption, what SLURM sends
+before a time limit) makes every process save a checkpoint at the same next step boundary
+(JAX's preemption sync point when distributed, else a signal handler) and raise `Preempted`;
+rerunning the same command resumes and ends bit-identical to an uninterrupted run.
+
+Resuming on another topology (process count, mesh shape): parameters and optimizer state are
+restored onto the new mesh's shardings; the Grain iterator state is per process, so with another
+process count the loader is instead positioned at the checkpoint's step (a batch depends only on
+(seed, step), so this gives the same batches).
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import logging
-import os
+import signal
 import time
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from etils import epath
+from jax.experimental import multihost_utils
 
-from hawk_jax import checkpoint
+from hawk_jax import checkpoint, distributed
 from hawk_jax import flops as flops_lib
-from hawk_jax.hardware import chip as chip_spec
+from hawk_jax.hardware import rated_peak_flops
 from hawk_jax.models.hawk import split_params
 from hawk_jax.models.params import count
 from hawk_jax.sharding import make_mesh
@@ -46,6 +66,54 @@ class StageResult:
   sources: dict
 
 
+class Preempted(Exception):
+  """SIGTERM reached the run: a checkpoint of `step` is saved; rerun the same command."""
+
+  def __init__(self, step: int, workdir: str):
+    super().__init__(f"preempted (SIGTERM): checkpoint saved at step {step} in {workdir}; "
+                     "rerun the same command to resume")
+    self.step = step
+
+
+class PreemptionWatch:
+  """Whether a SIGTERM has reached the run, agreed by all processes at a step boundary.
+
+  Distributed: JAX's coordination service catches SIGTERM on any process, and
+  `reached_preemption_sync_point(n)` is True on every process at the same call (each process
+  calls it after every step). On the notice, the sync point is set to one past the largest
+  counter any process last passed, counters starting at 0; so `n` counts the steps of this
+  invocation (1, 2, ...), not the global step: a notice that arrives while a resumed run is
+  still loading or compiling then stops it after its first step, where a global step (say 4,
+  after a sync point of 1) would never meet the sync point. (Orbax's CheckpointManager.save
+  also passes its step; that can only move the agreed point later, and equally for all.)
+  One process: a SIGTERM handler sets a flag (the previous handler is put back by `close`)."""
+
+  def __init__(self):
+    self._flag = False
+    self._previous = None
+    self._sync = jax.distributed.is_initialized()
+    if not self._sync:
+      try:
+        self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+      except ValueError:  # not the main thread: no handler, no preemption checkpoint
+        self._previous = None
+
+  def _on_sigterm(self, signum, frame):
+    self._flag = True
+    log.warning("SIGTERM: saving a checkpoint at the next step boundary")
+
+  def reached(self, steps_done: int) -> bool:
+    """After the `steps_done`-th step of this invocation: stop and save here?"""
+    if self._sync:
+      return multihost_utils.reached_preemption_sync_point(steps_done)
+    return self._flag
+
+  def close(self) -> None:
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+      self._previous = None
+
+
 def _estimate_step_flops(traced) -> float:
   """Global FLOPs of one train step, counted on its jaxpr (hawk_jax/flops.py).
 
@@ -54,21 +122,52 @@ def _estimate_step_flops(traced) -> float:
   return float(flops_lib.count_traced(traced).total)
 
 
+def _all_agree(flag: bool) -> bool:
+  """Process 0's answer, on every process: a decision that leads into a collective (a save
+  every process must join) must not depend on when each process looked at the bucket."""
+  if jax.process_count() == 1:
+    return flag
+  return bool(multihost_utils.broadcast_one_to_all(np.int32(flag)))
+
+
+def _compute_is_f32(config) -> bool:
+  return np.dtype(config.llm.dtype) == np.float32
+
+
 def train_stage(cfg: ml_collections.ConfigDict, workdir: str, *, stop_after: int | None = None,
                 progress: bool = True) -> StageResult:
-  """Train one stage into `workdir`. `stop_after` ends early after that many steps of this
-  invocation (tests use it to simulate an interruption)."""
+  """Train one stage into `workdir` (a local path or gs://...). `stop_after` ends early after
+  that many steps of this invocation (tests use it to simulate an interruption).
+
+  Raises:
+    Preempted: a SIGTERM arrived; the checkpoint of the step it names is complete.
+  """
+  # Watching from the start: a SIGTERM while loading or compiling stops the run after its first
+  # step (with a checkpoint), instead of killing it.
+  preemption = PreemptionWatch()
+  try:
+    return _train_stage(cfg, workdir, stop_after, progress, preemption)
+  finally:
+    preemption.close()
+
+
+def _train_stage(cfg, workdir, stop_after, progress, preemption) -> StageResult:
   frozen_mode = cfg.train.get("frozen", "copy")  # config.json of older runs lacks it
   if frozen_mode not in FROZEN_MODES:
     raise ValueError(f"train.frozen={frozen_mode!r}: expected one of {FROZEN_MODES}")
-  os.makedirs(workdir, exist_ok=True)
+  wd = checkpoint.as_path(workdir)
+  workdir = str(wd)
+  main = distributed.is_main_process()
+  if main:
+    wd.mkdir(parents=True, exist_ok=True)
   if jax.process_count() > 1:
     log.info("process %d of %d", jax.process_index(), jax.process_count())
-  done = _finished(workdir, int(cfg.train.num_steps))
-  if done is not None:
-    log.info("%s: already trained to step %d; nothing to do", workdir, done.steps)
-    return done
-  checkpoint.write_config(workdir, cfg)
+  done = _finished(wd, int(cfg.train.num_steps))
+  if _all_agree(done is not None):
+    log.info("%s: already trained to step %d; nothing to do", workdir, cfg.train.num_steps)
+    return done or StageResult(workdir, None, None, int(cfg.train.num_steps), None, None, {})
+  if main:
+    checkpoint.write_config(wd, cfg)
   mesh = make_mesh(cfg.mesh_shape)
   log.info("mesh %s", dict(mesh.shape))
   setup = train_setup(cfg, mesh)
@@ -82,21 +181,27 @@ def train_stage(cfg: ml_collections.ConfigDict, workdir: str, *, stop_after: int
   log.info("parameters: trainable %s, frozen %s", f"{count(trainable):,}", f"{count(frozen):,}")
   # Through the resolver: a resumed "reference" run has frozen_ref.json, not frozen/ (and a
   # dangling one raises here instead of being papered over with a fresh copy).
-  if (not checkpoint.has_params(checkpoint.frozen_dir(workdir))
-      and jax.process_index() == 0):
-    _store_frozen(workdir, frozen, frozen_mode, frozen_from)
+  if _all_agree(not checkpoint.has_params(checkpoint.frozen_dir(wd))):
+    _store_frozen(wd, frozen, frozen_mode, frozen_from)
 
   state = setup.init_state(trainable)
-  loader = train_data.train_iterator(cfg, split="train")
-  ckpts = checkpoint.TrainCheckpoints(os.path.join(workdir, "checkpoints"),
-                                      keep=cfg.train.keep_checkpoints)
+  ckpts = checkpoint.TrainCheckpoints(wd / "checkpoints", keep=cfg.train.keep_checkpoints)
   start = ckpts.latest_step()
+  loader = None
   if start is not None:
+    restore_data = ckpts.has_data_state(start)
+    if restore_data:
+      loader = train_data.train_iterator(cfg, split="train")
+    else:
+      log.info("step %d's data iterator was saved by another number of processes: positioning "
+               "the loader at step %d instead", start, start)
     restored = ckpts.restore(start, setup.state["trainable"], setup.state["opt_state"],
                              data_iter=loader)
     state = {"step": jnp.asarray(start, jnp.int32), "trainable": restored["trainable"],
              "opt_state": restored["opt_state"]}
     log.info("resumed from %s step %d", ckpts.directory, start)
+  if loader is None:
+    loader = train_data.train_iterator(cfg, split="train", start_step=int(start or 0))
 
   batch_shardings = setup.batch_shardings
   first_batch = next(loader)
@@ -105,9 +210,11 @@ def train_stage(cfg: ml_collections.ConfigDict, workdir: str, *, stop_after: int
     return {k: jax.make_array_from_process_local_data(s, np.asarray(b[k]))
             for k, s in batch_shardings.items()}
 
-  # MFU is rated against this chip's peak; an unknown name fails here, before the compile.
-  peak = chip_spec(cfg.train.get("chip", "cpu")).peak_bf16_flops * jax.device_count()
-  writer = MetricsWriter(workdir, enabled=jax.process_index() == 0)
+  # MFU is rated against this chip's peak (f32 compute: its f32 peak); an unknown name fails
+  # here, before the compile.
+  peak = rated_peak_flops(cfg.train.get("chip", "auto"), f32=_compute_is_f32(config),
+                          device_kind=jax.devices()[0].device_kind) * jax.device_count()
+  writer = MetricsWriter(workdir, enabled=main)
   num_steps = int(cfg.train.num_steps)
   step = int(start or 0)
   batch = to_device(first_batch)
@@ -121,39 +228,54 @@ def train_stage(cfg: ml_collections.ConfigDict, workdir: str, *, stop_after: int
   tokens_per_batch = global_batch * int(first_batch["input_ids"].shape[1])
 
   bar = None
-  if progress and jax.process_index() == 0:
+  if progress and main:
     from tqdm import tqdm
     bar = tqdm(total=num_steps, initial=step, desc=f"stage {cfg.stage}", dynamic_ncols=True)
   t_last, steps_since = time.perf_counter(), 0
   done_here = 0
-  while step < num_steps:
-    state, metrics = compiled(state, frozen, batch)
-    step += 1
-    done_here += 1
-    steps_since += 1
-    if step % cfg.train.log_every == 0 or step == num_steps or step == 1 or done_here == 1:
-      m = {k: float(v) for k, v in jax.device_get(metrics).items()}
-      dt = (time.perf_counter() - t_last) / max(steps_since, 1)
-      t_last, steps_since = time.perf_counter(), 0
-      m.update(samples_per_s=global_batch / dt, tokens_per_s=tokens_per_batch / dt,
-               step_gflop=step_flops / 1e9, mfu=step_flops / dt / peak)
-      writer.write(step, m)
+  logged: dict[int, float] = {}
+  meta = {"stage": int(cfg.stage), "variant": cfg.variant, "process_count": jax.process_count()}
+  try:
+    while step < num_steps:
+      state, metrics = compiled(state, frozen, batch)
+      step += 1
+      done_here += 1
+      steps_since += 1
+      if step % cfg.train.log_every == 0 or step == num_steps or step == 1 or done_here == 1:
+        m = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        dt = (time.perf_counter() - t_last) / max(steps_since, 1)
+        t_last, steps_since = time.perf_counter(), 0
+        m.update(samples_per_s=global_batch / dt, tokens_per_s=tokens_per_batch / dt,
+                 step_gflop=step_flops / 1e9, mfu=step_flops / dt / peak)
+        writer.write(step, m)
+        logged[step] = m["loss"]
+        if bar is not None:
+          bar.set_postfix(loss=f"{m['loss']:.4f}", lr=f"{m['learning_rate']:.2e}")
       if bar is not None:
-        bar.set_postfix(loss=f"{m['loss']:.4f}", lr=f"{m['learning_rate']:.2e}")
+        bar.update(1)
+      saved = False
+      if step % cfg.train.ckpt_every == 0 or step == num_steps:
+        ckpts.save(step, state["trainable"], state["opt_state"], data_iter=loader, meta=meta)
+        saved = True
+      if step < num_steps and preemption.reached(done_here):
+        if not saved:
+          ckpts.save(step, state["trainable"], state["opt_state"], data_iter=loader, meta=meta)
+        ckpts.close()
+        writer.close()
+        raise Preempted(step, workdir)
+      if stop_after is not None and done_here >= stop_after:
+        break
+      if step < num_steps:
+        batch = to_device(next(loader))
+  finally:
     if bar is not None:
-      bar.update(1)
-    if step % cfg.train.ckpt_every == 0 or step == num_steps:
-      ckpts.save(step, state["trainable"], state["opt_state"], data_iter=loader,
-                 meta={"stage": int(cfg.stage), "variant": cfg.variant})
-    if stop_after is not None and done_here >= stop_after:
-      break
-    if step < num_steps:
-      batch = to_device(next(loader))
-  if bar is not None:
-    bar.close()
+      bar.close()
   ckpts.close()
 
-  first_loss, last_loss = loss_ends(os.path.join(workdir, "metrics.jsonl"))
+  if main:
+    first_loss, last_loss = loss_ends(wd / "metrics.jsonl")
+  else:  # this invocation's steps only (process 0 alone writes the metrics log)
+    first_loss, last_loss = _ends(logged)
   eval_loss = None
   if step >= num_steps and cfg.train.eval_batches:
     eval_loss = evaluate_loss(model, cfg, state["trainable"], frozen, mesh, rules,
@@ -162,57 +284,65 @@ def train_stage(cfg: ml_collections.ConfigDict, workdir: str, *, stop_after: int
       writer.write(step, {"eval_loss": eval_loss})
   writer.close()
   result = StageResult(workdir, first_loss, last_loss, step, start, eval_loss, sources)
-  with open(os.path.join(workdir, "result.json"), "w") as f:
-    json.dump(dataclasses.asdict(result), f, indent=2)
+  if main:
+    (wd / "result.json").write_text(json.dumps(dataclasses.asdict(result), indent=2))
   return result
 
 
-def _store_frozen(workdir: str, frozen, mode: str, frozen_from: str | None) -> None:
-  """Save the frozen towers into workdir/frozen/, or (mode "reference", towers loaded
-  unchanged from `frozen_from`) write workdir/frozen_ref.json pointing at them. Never both."""
+def _store_frozen(wd: epath.Path, frozen, mode: str, frozen_from: str | None) -> None:
+  """Save the frozen towers into workdir/frozen/ (a collective: every process writes its
+  shards), or (mode "reference", towers loaded unchanged from `frozen_from`) write
+  workdir/frozen_ref.json pointing at them (process 0). Never both."""
   if mode == "reference":
     if frozen_from is not None:
-      holder = checkpoint.write_frozen_ref(workdir, frozen_from)
+      holder = None
+      if distributed.is_main_process():
+        holder = checkpoint.write_frozen_ref(wd, frozen_from)
       log.info("frozen towers: %s refers to those of %s (train.frozen=reference; keep that "
-               "workdir)", os.path.join(workdir, checkpoint.FROZEN_REF), holder)
+               "workdir)", wd / checkpoint.FROZEN_REF, holder)
+      if jax.process_count() > 1:  # nobody reads the reference before it is written
+        multihost_utils.sync_global_devices("hawk_jax:frozen_ref")
       return
     log.warning("train.frozen=reference, but the frozen towers were not all loaded from a "
                 "previous workdir (init.from_stage empty, or it has no frozen towers): saving "
-                "a copy in %s", os.path.join(workdir, "frozen"))
-  checkpoint.save_params(os.path.join(workdir, "frozen"), frozen)
+                "a copy in %s", wd / "frozen")
+  checkpoint.save_params(wd / "frozen", frozen)
 
 
-def _finished(workdir: str, num_steps: int) -> StageResult | None:
+def _finished(wd: epath.Path, num_steps: int) -> StageResult | None:
   """The recorded result of a run that already reached `num_steps` (a rerun is a no-op)."""
-  path = os.path.join(workdir, "result.json")
-  if not os.path.exists(path):
+  path = wd / "result.json"
+  if not path.exists():
     return None
-  with open(path, encoding="utf-8") as f:
-    r = StageResult(**json.load(f))
-  latest = checkpoint.TrainCheckpoints(os.path.join(workdir, "checkpoints"),
-                                       async_save=False).latest_step()
+  r = StageResult(**json.loads(path.read_text()))
+  latest = checkpoint.TrainCheckpoints(wd / "checkpoints", async_save=False).latest_step()
   return r if latest is not None and latest >= num_steps and r.steps >= num_steps else None
 
 
-def loss_ends(metrics_path: str, n: int = 5) -> tuple[float | None, float | None]:
-  """Mean training loss of the first and last `n` logged steps (single batches are noisy),
-  from the metrics log, which spans interrupted and resumed invocations (a step logged twice
-  counts once, its latest value)."""
-  by_step = {}
-  if os.path.exists(metrics_path):
-    with open(metrics_path, encoding="utf-8") as f:
-      for line in f:
-        rec = json.loads(line)
-        if "loss" in rec:
-          by_step[rec["step"]] = rec["loss"]
+def _ends(by_step: dict, n: int = 5) -> tuple[float | None, float | None]:
   if not by_step:
     return None, None
   losses_ = [by_step[k] for k in sorted(by_step)]
   return float(np.mean(losses_[:n])), float(np.mean(losses_[-n:]))
 
 
+def loss_ends(metrics_path, n: int = 5) -> tuple[float | None, float | None]:
+  """Mean training loss of the first and last `n` logged steps (single batches are noisy),
+  from the metrics log, which spans interrupted and resumed invocations (a step logged twice
+  counts once, its latest value)."""
+  path = epath.Path(metrics_path)
+  by_step = {}
+  if path.exists():
+    for line in path.read_text().splitlines():
+      rec = json.loads(line)
+      if "loss" in rec:
+        by_step[rec["step"]] = rec["loss"]
+  return _ends(by_step, n)
+
+
 def evaluate_loss(model, cfg, trainable, frozen, mesh, rules, batch_shardings):
-  """Mean loss over a few batches of the held-out split (None where there is none)."""
+  """Mean loss over a few batches of the held-out split (None where there is none). Every
+  process reads its shard of each batch and joins the step."""
   try:
     it = train_data.train_iterator(cfg, split="test", train=False)
   except (FileNotFoundError, KeyError) as e:

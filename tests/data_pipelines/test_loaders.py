@@ -307,6 +307,24 @@ def test_per_host_shards_partition_each_global_batch(contract_dir, tok):
   assert len(finite) == NUM_RECORDS // 5
 
 
+def test_host_rows_assemble_the_one_process_batch(contract_dir, tok):
+  """With the per-host batch given, host h holds rows [h*b, (h+1)*b) of each global batch, so
+  the pod's global batch equals the one-process batch row for row."""
+  b, hosts = 2, 3
+  whole = _dataset(contract_dir, tok, augment=False)
+  shards = [_dataset(contract_dir, tok, augment=False, shard_index=h, shard_count=hosts,
+                     host_batch=b) for h in range(hosts)]
+  for step in range(3):
+    for h in range(hosts):
+      for row in range(b):
+        np.testing.assert_array_equal(shards[h][step * b + row]["input_ids"],
+                                      whole[step * b * hosts + h * b + row]["input_ids"])
+  finite = _dataset(contract_dir, tok, augment=False, num_epochs=1, shard_index=0,
+                    shard_count=hosts, host_batch=b)
+  assert len(finite) == NUM_RECORDS // (b * hosts) * b
+  assert finite[1:3][0]["input_ids"].tolist() == finite[1]["input_ids"].tolist()
+
+
 def test_put_on_mesh(contract_dir, tok):
   batch = next(iter(_loader(contract_dir, tok, batch_size=4)))
   mesh = sharding.make_mesh((2, 2, 2))

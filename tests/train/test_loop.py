@@ -38,7 +38,7 @@ def test_resume_after_interruption_is_exact(data, tmp_path):
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_array_equal(x, y)  # bit for bit on CPU
 
-  # The same through the CLI with a real kill -9 once a checkpoint exists.
+  # The same through the CLI with a real kill -9 once a checkpoint exists, then a SIGTERM.
   killed = str(tmp_path / "killed")
   cmd = [sys.executable, "-m", "hawk_jax.train", "--config",
          f"{ROOT / 'configs/stage1_pretrain.py'}:size=tiny", "--workdir", killed]
@@ -55,8 +55,20 @@ def test_resume_after_interruption_is_exact(data, tmp_path):
     time.sleep(0.02)
   proc.wait(timeout=60)
   assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+  # The rerun resumes; a SIGTERM as soon as it has (while it compiles) saves step 3 and exits 143.
+  log = tmp_path / "term.log"
+  with open(log, "w") as f:
+    proc = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT)
+  while time.time() < deadline and proc.poll() is None:
+    if "resumed from" in log.read_text():
+      proc.send_signal(signal.SIGTERM)
+      break
+    time.sleep(0.02)
+  assert proc.wait(timeout=120) == 143, log.read_text()[-3000:]
+  assert "preempted (SIGTERM): checkpoint saved at step 3" in log.read_text()
+  assert os.path.isdir(os.path.join(killed, "checkpoints", "3"))
   out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True, timeout=600)
-  assert "resumed from" in out.stderr
+  assert "resumed from" in out.stderr and "step 3" in out.stderr
   k, sk = final_trainable(killed)
   assert sk == 4
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(k)):
