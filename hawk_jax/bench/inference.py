@@ -73,7 +73,8 @@ def run(args) -> dict:
     print(f"[random {args.size} workdir written in {time.perf_counter() - t0:.1f}s]",
           file=sys.stderr)
   t0 = time.perf_counter()
-  engine = Engine.from_workdir(workdir, dtype=args.dtype)
+  # one device: the figures are those of one chip, whatever this host has
+  engine = Engine.from_workdir(workdir, dtype=args.dtype, layout="single")
   result = {"device": str(jax.devices()[0]), "backend": jax.default_backend(),
             "size": args.size if args.checkpoint is None else workdir,
             "llm_dtype": engine.config.llm.dtype, "load_s": time.perf_counter() - t0}

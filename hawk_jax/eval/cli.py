@@ -10,7 +10,13 @@ Each line of the predictions file is
 Description and QA are scored separately. The judge runs when OPENAI_BASE_URL is set or
 --judge_model is given (OPENAI_API_KEY is sent when set), unless --no_judge. Writes
 report.json and report.md into --out (and the judge's answer cache, so a rerun asks only what is
-missing) and prints the Markdown table.
+missing) and prints the Markdown table. --out may be a gs:// path.
+
+With --checkpoint, --layout places the weights (hawk_jax/infer/serving_layout.py; default
+auto). Under a pod, `--distributed` (every process runs the same command) shares the test items
+among the processes, whose generation runs on one model sharded over all of them
+(hawk_jax/infer/predict.py); process 0 alone writes predictions.jsonl, scores them, asks the
+judge and writes the report, which equal a one-process run's.
 """
 from __future__ import annotations
 
@@ -19,9 +25,13 @@ import os
 import sys
 from typing import Sequence
 
+from etils import epath
+
+from hawk_jax import distributed
 from hawk_jax.eval import report as report_lib
 from hawk_jax.eval.evaluate import evaluate_predictions, load_predictions
 from hawk_jax.eval.judge import Judge, JudgeConfig, JudgeSetupError
+from hawk_jax.infer import cli_flags
 from hawk_jax.infer import predict as predict_lib
 
 # Our choice when --judge_model is not given; the paper names no judge model version.
@@ -60,7 +70,7 @@ def make_judge(args) -> tuple[Judge | None, str]:
     return None, "OPENAI_BASE_URL is not set and no --judge_model was given"
   config = JudgeConfig.from_env(
       model=args.judge_model or DEFAULT_JUDGE_MODEL,
-      cache_path=args.judge_cache or os.path.join(args.out, "judge_cache.jsonl"),
+      cache_path=args.judge_cache or str(epath.Path(args.out) / "judge_cache.jsonl"),
       workers=args.judge_workers, timeout_s=args.judge_timeout,
       max_attempts=args.judge_attempts)
   return Judge(config), ""
@@ -68,6 +78,7 @@ def make_judge(args) -> tuple[Judge | None, str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
   args = _parse_args(argv)
+  cli_flags.start(args)  # --distributed: before anything touches a device
   try:
     judge, skipped = make_judge(args)  # first: a bad judge setup fails before generation
     if args.checkpoint:  # generate from a trained workdir (writes OUT/predictions.jsonl)
@@ -77,6 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   except (OSError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  if args.distributed and not distributed.is_main_process():
+    return 0  # process 0 scores, asks the judge and writes the report
   if judge is None:
     print(f"GPT-guided judge skipped: {skipped}.", file=sys.stderr)
   try:
@@ -85,8 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"error: {e}", file=sys.stderr)
     return 2
   print(report_lib.report_markdown(report), end="")
-  print(f"wrote {os.path.join(args.out, 'report.json')} and "
-        f"{os.path.join(args.out, 'report.md')}", file=sys.stderr)
+  out = epath.Path(args.out)
+  print(f"wrote {out / 'report.json'} and {out / 'report.md'}", file=sys.stderr)
   return 0
 
 

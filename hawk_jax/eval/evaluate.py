@@ -5,13 +5,15 @@ A prediction record is
 `{"task": "description"|"qa", "video": ..., "question": ..., "reference": ..., "prediction": ...}`;
 description and QA are scored separately. `evaluate_predictions(records, out_dir, judge=...)`
 is the entry point for callers that make the predictions themselves (a route that generates
-them from a checkpoint first plugs in there).
+them from a checkpoint first plugs in there). Files are read and written through etils.epath,
+so predictions and reports may live on gs://.
 """
 from __future__ import annotations
 
 import json
-import os
 from typing import Iterable, Mapping, Sequence
+
+from etils import epath
 
 from hawk_jax.eval import bleu as bleu_lib
 from hawk_jax.eval import report as report_lib
@@ -48,20 +50,20 @@ def check_record(record, where: str) -> dict:
   return out
 
 
-def load_predictions(path: str) -> list[dict]:
-  """The records of a predictions JSON-lines file, checked line by line."""
-  if not os.path.isfile(path):
+def load_predictions(path) -> list[dict]:
+  """The records of a predictions JSON-lines file (local or gs://), checked line by line."""
+  if not epath.Path(path).is_file():
     raise FileNotFoundError(f"{path}: no such predictions file")
   records = []
-  with open(path, encoding="utf-8") as f:
-    for line_no, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        record = json.loads(line)
-      except ValueError as e:
-        raise ValueError(f"{path}:{line_no}: not valid JSON ({e})") from None
-      records.append(check_record(record, f"{path}:{line_no}"))
+  text = epath.Path(path).read_text(encoding="utf-8")
+  for line_no, line in enumerate(text.splitlines(), 1):
+    if not line.strip():
+      continue
+    try:
+      record = json.loads(line)
+    except ValueError as e:
+      raise ValueError(f"{path}:{line_no}: not valid JSON ({e})") from None
+    records.append(check_record(record, f"{path}:{line_no}"))
   if not records:
     raise ValueError(f"{path}: no predictions in the file")
   return records
@@ -113,5 +115,16 @@ def evaluate_predictions(records: Iterable[Mapping[str, str]], out_dir: str,
                   "cache": judge.config.cache_path}
   report = {"tasks": tasks, "paper_hawk": report_lib.PAPER_HAWK, "judge": judge_info,
             "bleu_note": _BLEU_NOTE}
-  report_lib.write_report(report, out_dir)
+  write_report(report, out_dir)
   return report
+
+
+def write_report(report: dict, out_dir) -> tuple[epath.Path, epath.Path]:
+  """report.json and report.md in `out_dir` (local or gs://); returns their paths."""
+  out = epath.Path(out_dir)
+  out.mkdir(parents=True, exist_ok=True)
+  json_path, md_path = out / "report.json", out / "report.md"
+  json_path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n",
+                       encoding="utf-8")
+  md_path.write_text(report_lib.report_markdown(report), encoding="utf-8")
+  return json_path, md_path

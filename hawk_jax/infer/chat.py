@@ -9,14 +9,25 @@ ends. The video is encoded once and given to the model once, in the first messag
 conversation lives in the LLM's KV cache, so later turns add only their own tokens
 (hawk_jax.infer.conversation). The system prompt is the released demo's unless --system is
 given (--system " " gives the training layout, whose first answer equals `describe`'s).
+
+--layout places the weights (hawk_jax/infer/serving_layout.py; default auto). With
+--distributed every process of a pod runs this same command (the model is sharded over all of
+them): process 0 reads stdin and sends each line to the others, every process takes the same
+turn, and process 0 alone prints.
 """
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 import time
 from typing import Sequence, TextIO
 
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+from hawk_jax import distributed
 from hawk_jax.infer import cli_flags
 from hawk_jax.infer.conversation import ContextFull, Conversation
 from hawk_jax.text import prompts
@@ -34,6 +45,29 @@ def _parse_args(argv):
   cli_flags.add_model_args(parser)
   cli_flags.add_generation_args(parser, strategies=("greedy", "sample"))
   return parser.parse_args(argv)
+
+
+class SharedInput:
+  """Process 0's input, line by line, on every process (two broadcasts a line): in a pod only
+  one process has the user's terminal, and every process must take the same turns."""
+
+  def __init__(self, stream: TextIO):
+    self.stream = stream
+    self.main = distributed.is_main_process()
+
+  def isatty(self) -> bool:
+    return self.main and self.stream.isatty()
+
+  def readline(self) -> str:
+    if jax.process_count() == 1:
+      return self.stream.readline()
+    line = self.stream.readline().encode("utf-8") if self.main else b""
+    size = int(multihost_utils.broadcast_one_to_all(np.asarray(len(line), np.int64)))
+    data = np.zeros((size,), np.uint8)
+    if self.main:
+      data[:] = np.frombuffer(line, np.uint8)
+    data = multihost_utils.broadcast_one_to_all(data) if size else data
+    return bytes(np.asarray(data, np.uint8)).decode("utf-8")
 
 
 def run(conversation, stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
@@ -71,6 +105,10 @@ def run(conversation, stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
   args = _parse_args(argv)
+  cli_flags.start(args)  # --distributed: before anything touches a device
+  main_process = distributed.is_main_process()
+  out = sys.stdout if main_process else io.StringIO()
+  err = sys.stderr if main_process else io.StringIO()
   t0 = time.perf_counter()
   try:
     engine, options = cli_flags.load_engine(args)
@@ -78,14 +116,17 @@ def main(argv: Sequence[str] | None = None) -> int:
       raise ValueError("chat streams its answers: pass --strategy greedy or sample")
     video = engine.load_video(args.video)
     system = prompts.DEMO_SYSTEM_PROMPT if args.system is None else args.system
-    conversation = Conversation(engine, video, system=system, options=options,
-                                max_context=args.max_context)
   except (OSError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  print(f"[ready in {time.perf_counter() - t0:.1f}s: {args.video} encoded; ask away, /reset, "
-        "/quit]", file=sys.stderr)
-  run(conversation, sys.stdin, sys.stdout, sys.stderr)
+  # The conversation's own calls (prefill, turns, token choice) run inside the layout's mesh
+  # too, so the arrays they create are global.
+  with engine.layout.activate():
+    conversation = Conversation(engine, video, system=system, options=options,
+                                max_context=args.max_context)
+    print(f"[ready in {time.perf_counter() - t0:.1f}s: {args.video} encoded; "
+          f"{engine.layout.describe()}; ask away, /reset, /quit]", file=err)
+    run(conversation, SharedInput(sys.stdin), out, err)
   return 0
 
 

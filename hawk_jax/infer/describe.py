@@ -11,16 +11,22 @@ Several videos: they are answered as one batch and printed as `VIDEO<TAB>answer`
 prompt is the stage-2 test prompt (frame timestamps, system prompt " "); without --question it
 asks the first stage-2 description question. Unset generation flags take the run config's
 `generate` section. Progress and timings go to stderr.
+
+--layout places the weights (hawk_jax/infer/serving_layout.py; default auto). With
+--distributed every process of a pod runs this same command on the same videos (the model is
+sharded over all of them); process 0 prints, and answers come whole rather than streamed.
 """
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 import time
 from typing import Sequence
 
 import numpy as np
 
+from hawk_jax import distributed
 from hawk_jax.infer import cli_flags
 from hawk_jax.infer.engine import DEFAULT_QUESTION
 from hawk_jax.text import prompts
@@ -41,6 +47,11 @@ def _parse_args(argv):
 
 def main(argv: Sequence[str] | None = None) -> int:
   args = _parse_args(argv)
+  cli_flags.start(args)  # --distributed: before anything touches a device
+  # Every process computes (SPMD); process 0 alone prints.
+  main_process = distributed.is_main_process()
+  out = sys.stdout if main_process else io.StringIO()
+  err = sys.stderr if main_process else io.StringIO()
   t0 = time.perf_counter()
   try:
     engine, options = cli_flags.load_engine(args)
@@ -51,22 +62,22 @@ def main(argv: Sequence[str] | None = None) -> int:
   question = args.question or DEFAULT_QUESTION
   system = prompts.TRAIN_SYSTEM_PROMPT if args.system is None else args.system
   print(f"[loaded {args.checkpoint} and {len(videos)} video(s) in "
-        f"{time.perf_counter() - t0:.1f}s; {options.strategy}, up to "
-        f"{options.max_new_tokens} tokens]", file=sys.stderr)
+        f"{time.perf_counter() - t0:.1f}s; {engine.layout.describe()}; {options.strategy}, "
+        f"up to {options.max_new_tokens} tokens]", file=err)
   t1 = time.perf_counter()
   visual = engine.encode(np.stack([v.frames for v in videos]),
                          np.stack([v.motion for v in videos]))
   batch = [engine.test_prompt(question, v.timestamps, system=system) for v in videos]
   if len(videos) == 1:
     for delta in engine.stream(visual, batch[0], options):
-      sys.stdout.write(delta)
-      sys.stdout.flush()
-    sys.stdout.write("\n")
+      out.write(delta)
+      out.flush()
+    print(file=out)
   else:
     for path, answer in zip(args.videos, engine.generate(visual, batch, options)):
-      sys.stdout.write(f"{path}\t{answer.text}\n")
-  sys.stdout.flush()
-  print(f"[generated in {time.perf_counter() - t1:.1f}s]", file=sys.stderr)
+      print(f"{path}\t{answer.text}", file=out)
+  out.flush()
+  print(f"[generated in {time.perf_counter() - t1:.1f}s]", file=err)
   return 0
 
 

@@ -14,11 +14,20 @@ every row ends at the same column; prompt lengths are rounded up to `prompt_buck
 of similar length share one compiled generation loop. The jitted pieces (video encoding, prompt
 embedding, and hawk_jax.infer.generate's loops) are module-level and keyed by the model and
 shapes, so several engines over the same model reuse the compilations.
+
+Where the weights live is the engine's `layout` (hawk_jax/infer/serving_layout.py): one device,
+or a mesh over every device of every process with replicated or tensor-parallel weights
+(`Engine.from_workdir(..., layout="auto")` reads every parameter straight onto its shard). Host
+inputs become global arrays on that mesh (rows split over its data axis when they divide
+evenly), results come back to every process (`ServingLayout.gather`), and every jitted call
+runs inside `jax.set_mesh(mesh)`. Under several processes every process makes the same calls
+in the same order (SPMD); the `rows=` arguments take this process's rows of a global batch.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import math
 from typing import Any, Iterator, Sequence
 
@@ -28,13 +37,18 @@ import numpy as np
 
 from data_pipelines import motion as motion_lib
 from hawk_jax.infer import generate as generate_lib
+from hawk_jax.infer.serving_layout import LayoutRequest, ServingLayout, plan_layout
 from hawk_jax.infer.text_stream import TextStream
 from hawk_jax.models.hawk import Hawk, check_visual_mask
 from hawk_jax.models.llama import Llama
-from hawk_jax.models.llama_decoding import for_decoding
+from hawk_jax.models.llama_decoding import decoding_model, for_decoding, unrolled, unstack_layers
+from hawk_jax.models.model_config import HawkConfig
+from hawk_jax.models.params import abstract_params, count
 from hawk_jax.text import prompts
 from hawk_jax.text.tokenizer import Tokenizer, check_fits_vocab, load_tokenizer
-from hawk_jax.workdir import load_params
+from hawk_jax.workdir import load_params, read_config, resolve_dtype
+
+log = logging.getLogger("hawk_jax.infer.engine")
 
 STRATEGIES = ("greedy", "sample", "beam")
 DEFAULT_QUESTION = prompts.DESCRIPTION_QUESTIONS[0]
@@ -118,19 +132,48 @@ def round_up(n: int, multiple: int) -> int:
   return int(math.ceil(n / multiple) * multiple) if multiple > 1 else n
 
 
+def decoding_twin(llm: Llama, llm_params, layout: ServingLayout):
+  """The LLM's decoding twin and its parameters laid out for `layout`.
+
+  One device: `for_decoding` as it is. Replicated: the same twin, its parameters replicated
+  over the mesh. Tensor-parallel: the unrolled twin with separate q/k/v and gate/up kernels,
+  each split over the tensor axis by heads / MLP (a fused q/k/v kernel split T ways would put
+  q on some devices and k/v on others)."""
+  if layout.mesh is None:
+    return for_decoding(llm, llm_params)
+  if layout.tensor > 1:
+    twin = unrolled(llm)
+
+    def convert(p):
+      return unstack_layers(p, llm.config.num_layers)
+  else:
+    twin = decoding_model(llm)
+
+    def convert(p):
+      return for_decoding(llm, p)[1]
+  boxed = jax.eval_shape(
+      lambda: twin.init(jax.random.key(0), jnp.zeros((1, 1), jnp.int32)))["params"]
+  with layout.activate():
+    params = jax.jit(convert, out_shardings=layout.tree_shardings(boxed))(llm_params)
+  return twin, params
+
+
 class Engine:
   """A loaded HAWK model with its tokenizer; see the module docstring."""
 
   def __init__(self, cfg, model: Hawk, params, tokenizer: Tokenizer | None = None, *,
-               prompt_bucket: int = 16):
+               prompt_bucket: int = 16, layout: ServingLayout | None = None):
     self.cfg = cfg
     self.model = model
     self.config = model.config
+    # `params` must already be on the layout's shardings (`from_workdir` reads them there).
+    self.layout = layout or ServingLayout("single", None)
     # The LLM generates through its decoding twin (`for_decoding`: unrolled layers, [out, in]
-    # kernels), converted once here rather than inside every jitted generate call (one copy of
-    # the weights per call for a scanned model). The prompt embeddings need only the LLM's
-    # token table, so the original layers are dropped: the weights are not held twice.
-    self.llm, self.llm_params = for_decoding(Llama(self.config.llm), params["llm"])
+    # kernels; tensor-parallel: unrolled only, see `decoding_twin`), converted once here rather
+    # than inside every jitted generate call (one copy of the weights per call for a scanned
+    # model). The prompt embeddings need only the LLM's token table, so the original layers
+    # are dropped: the weights are not held twice.
+    self.llm, self.llm_params = decoding_twin(Llama(self.config.llm), params["llm"], self.layout)
     self.params = dict(params, llm={"embed_tokens": self.llm_params["embed_tokens"]})
     if tokenizer is None:
       tokenizer = load_tokenizer(cfg.get("tokenizer_path") or None)
@@ -147,10 +190,26 @@ class Engine:
 
   @classmethod
   def from_workdir(cls, workdir: str, step: int | None = None, *, dtype: str = "auto",
-                   tokenizer_path: str | None = None, **kwargs) -> "Engine":
-    loaded = load_params(workdir, step=step, dtype=dtype)
+                   tokenizer_path: str | None = None,
+                   layout: str | LayoutRequest | ServingLayout = "auto",
+                   **kwargs) -> "Engine":
+    """Reads a workdir's parameters onto the serving `layout` (a ServingLayout, or what
+    `serving_layout.plan_layout` makes of "auto", "single", "replicated", "tensor[:N]" for
+    the model at the dtype it is loaded in)."""
+    cfg = read_config(workdir)
+    config = HawkConfig.from_stage_config(cfg)
+    # Resolved here rather than in load_params: the layout depends on the bytes per weight.
+    target = resolve_dtype(dtype, count(abstract_params(config)))
+    if target is not None:
+      config = config.with_dtype(target)
+    if not isinstance(layout, ServingLayout):
+      layout = plan_layout(config, layout, rules=cfg.get("logical_axis_rules"))
+    log.info("%s", layout.describe())
+    loaded = load_params(workdir, step=step, dtype=target or "config",
+                         shardings=layout.param_shardings(config))
     tokenizer = load_tokenizer(tokenizer_path or loaded.cfg.get("tokenizer_path") or None)
-    return cls(loaded.cfg, Hawk(loaded.config), loaded.params, tokenizer, **kwargs)
+    return cls(loaded.cfg, Hawk(loaded.config), loaded.params, tokenizer, layout=layout,
+               **kwargs)
 
   def default_options(self, **overrides) -> GenerationOptions:
     return GenerationOptions.from_config(self.cfg.get("generate") or {}, **overrides)
@@ -164,8 +223,18 @@ class Engine:
     return Video(clip["frames"], clip["motion"], np.asarray(clip["timestamps"], np.float32),
                  path)
 
-  def encode(self, frames, motion) -> jax.Array:
-    """uint8 frames and motion [B, T, S, S, 3] -> visual tokens [B, 2*Nv, D] on device."""
+  def _put(self, x, dtype, rows: int | None):
+    """Host rows -> a global array on the layout (this process's rows of a `rows`-row batch
+    when `rows` is given); arrays already on device pass through."""
+    if isinstance(x, jax.Array):
+      return x
+    x = np.asarray(x, dtype)
+    return self.layout.put(x) if rows is None else self.layout.put_local(x, rows)
+
+  def encode(self, frames, motion, *, rows: int | None = None) -> jax.Array:
+    """uint8 frames and motion [B, T, S, S, 3] -> visual tokens [B, 2*Nv, D] on device.
+    `rows`: the arrays are this process's rows of a global batch of `rows` (see
+    ServingLayout.put_local); the result is the global [rows, 2*Nv, D]."""
     frames, motion = np.asarray(frames), np.asarray(motion)
     if frames.ndim != 5 or frames.shape != motion.shape:
       raise ValueError(f"encode expects frames and motion of one shape [B, T, S, S, 3]; got "
@@ -175,8 +244,9 @@ class Engine:
                        f"{self.config.max_frames}")
     self.encode_calls += 1
     self.videos_encoded += frames.shape[0]
-    return _encode_video(self.model, self.params, jnp.asarray(frames, jnp.uint8),
-                         jnp.asarray(motion, jnp.uint8))
+    with self.layout.activate():
+      return _encode_video(self.model, self.params, self._put(frames, np.uint8, rows),
+                           self._put(motion, np.uint8, rows))
 
   # --- prompts ---------------------------------------------------------------------------------
 
@@ -200,42 +270,54 @@ class Engine:
     padded += [padded[-1]] * (rows - len(padded))
     return {k: np.stack([p[k] for p in padded]) for k in padded[0]}
 
-  def embed(self, visual, input_ids, visual_mask) -> jax.Array:
-    """Prompt embeddings [B, L, D] with `visual` [B, 2*Nv, D] spliced at the placeholders."""
+  def embed(self, visual, input_ids, visual_mask, *, rows: int | None = None) -> jax.Array:
+    """Prompt embeddings [B, L, D] with `visual` [B, 2*Nv, D] spliced at the placeholders
+    (`rows`: host arrays are this process's rows of a global batch, as in `encode`)."""
     check_visual_mask(visual_mask, self.num_visual_tokens)
-    return _prompt_embeddings(self.model, self.params, jnp.asarray(input_ids, jnp.int32),
-                              jnp.asarray(visual_mask, jnp.int32), visual)
+    with self.layout.activate():
+      visual = self._put(visual, None, rows)
+      return _prompt_embeddings(self.model, self.params, self._put(input_ids, np.int32, rows),
+                                self._put(visual_mask, np.int32, rows), visual)
 
   # --- generation ------------------------------------------------------------------------------
 
   def generate_arrays(self, visual, input_ids, attention_mask, visual_mask,
-                      options: GenerationOptions) -> list[Answer]:
-    """Batched generation from left-padded prompt arrays [B, L] and visual tokens [B, 2Nv, D]."""
+                      options: GenerationOptions, *, rows: int | None = None) -> list[Answer]:
+    """Batched generation from left-padded prompt arrays [B, L] and visual tokens [B, 2Nv, D].
+
+    `rows`: a global batch of `rows` rows of which these host arrays are this process's
+    (`layout.process_rows(rows)`; every process calls this with the same prompt length and
+    options); the answers are those of all `rows` rows, on every process."""
     input_ids = np.asarray(input_ids)
     extra = round_up(input_ids.shape[1], self.prompt_bucket) - input_ids.shape[1]
     pad = [(0, 0), (extra, 0)]
     input_ids = np.pad(input_ids, pad, constant_values=self.tokenizer.pad_id)
     attention_mask = np.pad(np.asarray(attention_mask), pad)
     visual_mask = np.pad(np.asarray(visual_mask), pad)
-    emb = self.embed(visual, input_ids, visual_mask)
-    out = generate_lib.generate(
-        self.llm, self.llm_params, inputs_embeds=emb, attention_mask=attention_mask,
-        max_new_tokens=options.max_new_tokens, eos_token_id=self.tokenizer.eos_id,
-        pad_token_id=self.tokenizer.pad_id, **options.generate_kwargs())
-    tokens, lengths = jax.device_get((out.tokens, out.lengths))
+    emb = self.embed(visual, input_ids, visual_mask, rows=rows)
+    with self.layout.activate():
+      out = generate_lib.generate(
+          self.llm, self.llm_params, inputs_embeds=emb,
+          attention_mask=self._put(attention_mask, np.int32, rows),
+          max_new_tokens=options.max_new_tokens, eos_token_id=self.tokenizer.eos_id,
+          pad_token_id=self.tokenizer.pad_id, **options.generate_kwargs())
+      tokens, lengths = self.layout.gather(out.tokens), self.layout.gather(out.lengths)
     return [self._answer(tokens[i, :lengths[i]]) for i in range(tokens.shape[0])]
 
   def generate(self, visual, batch: Sequence[prompts.Prompt], options: GenerationOptions, *,
                rows: int | None = None) -> list[Answer]:
     """One answer per prompt; row i of `visual` goes with prompt i. `rows` pads the batch to a
-    fixed size (repeating the last row) so batches of a run share one compilation."""
-    visual = jnp.asarray(visual)
+    fixed size (repeating the last row) so batches of a run share one compilation; by default
+    it is padded to a multiple of the layout's data slices, which then split it."""
     n = len(batch)
     if visual.shape[0] != n:
       raise ValueError(f"{visual.shape[0]} rows of visual tokens for {n} prompts")
+    rows = self.layout.global_rows(n) if rows is None else rows
     arrays = self.pad_prompts(batch, rows)
-    if rows is not None and rows > n:
-      visual = jnp.concatenate([visual, jnp.repeat(visual[-1:], rows - n, axis=0)])
+    with self.layout.activate():
+      visual = self._put(visual, None, None)
+      if rows > n:
+        visual = jnp.concatenate([visual, jnp.repeat(visual[-1:], rows - n, axis=0)])
     answers = self.generate_arrays(visual, arrays["input_ids"], arrays["attention_mask"],
                                    arrays["visual_mask"], options)
     return answers[:n]
@@ -243,16 +325,25 @@ class Engine:
   def stream(self, visual, prompt: prompts.Prompt, options: GenerationOptions) -> Iterator[str]:
     """Text deltas of one answer as its tokens are decoded (beam search: all at the end, since
     the best hypothesis is only known then)."""
-    if options.strategy == "beam":
+    if options.strategy == "beam" or jax.process_count() > 1:
+      # Several processes: a streamed token would be read from devices of other processes;
+      # the whole answer is gathered at the end instead.
       yield self.generate(visual, [prompt], options)[0].text
       return
     arrays = self.pad_prompts([prompt])
     emb = self.embed(visual, arrays["input_ids"], arrays["visual_mask"])
     text = TextStream(self.decode)
-    for token in generate_lib.stream(
-        self.llm, self.llm_params, inputs_embeds=emb, attention_mask=arrays["attention_mask"],
-        max_new_tokens=options.max_new_tokens, eos_token_id=self.tokenizer.eos_id,
-        pad_token_id=self.tokenizer.pad_id, **options.generate_kwargs()):
+    with self.layout.activate():
+      tokens = generate_lib.stream(
+          self.llm, self.llm_params, inputs_embeds=emb,
+          attention_mask=self._put(arrays["attention_mask"], np.int32, None),
+          max_new_tokens=options.max_new_tokens, eos_token_id=self.tokenizer.eos_id,
+          pad_token_id=self.tokenizer.pad_id, **options.generate_kwargs())
+    while True:
+      with self.layout.activate():  # each step inside the mesh, not the caller's code
+        token = next(tokens, None)
+      if token is None:
+        break
       token = int(token[0])
       if token == self.tokenizer.eos_id:
         break
