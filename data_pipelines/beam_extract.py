@@ -2,68 +2,110 @@
 
   python -m data_pipelines.beam_extract --source captions --annotations gs://b/webvid.csv \
       --videos_dir gs://b/videos --out_dir gs://b/hawk_data --runner DataflowRunner \
-      -- --project=P --region=R --temp_location=gs://b/tmp
+      -- --project=P --region=R --temp_location=gs://b/tmp --setup_file=./setup.py
 
-Same arguments as data_pipelines.extract (--workers is unused: Beam decides), plus --runner;
-anything after `--` goes verbatim into `PipelineOptions([...])`. The builder's
-`_generate_examples` returns `beam.Create(entries) | beam.FlatMap(...)`, so every video is
-decoded, sampled and its motion computed on a Beam worker, through the same per-video shard
-cache as the local CLI (so a rerun reuses what finished, and failures are recorded as
-`.skip.json` shards). After the pipeline the driver reads the cache to name every skipped
-entry and prints the same summary, ending with `ok=<int> skipped=<int>`.
-Needs `pip install hawk-jax[beam]` (apache-beam; it does not share one environment with this
-project's pinned protobuf/pyarrow without downgrades, see docs/model.md, "These machines").
+Same arguments as data_pipelines.extract (--workers and --no_progress are unused: Beam decides
+the parallelism), plus --runner; anything after `--` goes verbatim into
+`PipelineOptions([...])` (e.g. `--direct_num_workers=2 --direct_running_mode=multi_processing`
+for the DirectRunner). Workers import this package, so it must be importable there
+(`--setup_file` on Dataflow; PYTHONPATH or an install for the DirectRunner's processes).
+
+The same three steps as the local CLI, so both routes write the same records and name the same
+bad inputs: (1) the driver reads the annotations; (2) a first pipeline runs
+`clip_cache.process_video` for every distinct video on the workers, filling the per-video
+shard cache in `{out_dir}/cache` (a rerun reuses what finished), and each worker's status line
+comes back to the driver through text files; (3) the driver keeps the entries whose video is
+good, exactly as extract.py does, and the TFDS builder writes them in a second pipeline
+(`_generate_examples` returns a PTransform; its workers only read the shards). Two pipelines
+rather than one because only the driver can drop an empty split: TFDS's Beam writer refuses a
+split with no examples (all of its videos bad), which extract.py simply leaves out. The summary
+ends with `ok=<int> skipped=<int>`. Needs `pip install hawk-jax[beam]` (apache-beam).
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
-from typing import Sequence
+import uuid
+from typing import Any, Sequence
 
 from data_pipelines import annotations as ann_lib
 from data_pipelines import builders, clip_cache, extract
 
 
+def _process(video_path: str, options: clip_cache.ExtractOptions, cache_dir: str) -> str:
+  """Beam worker: one video's shard made sure of; its process_video status as a JSON line."""
+  import cv2
+  cv2.setNumThreads(1)  # as extract.py's pool: one worker per core, no OpenCV threads on top
+  result = clip_cache.process_video(video_path, options, cache_dir)
+  return json.dumps({"video_path": video_path, **result}, ensure_ascii=False)
+
+
+def extract_videos(video_paths: list[str], options: clip_cache.ExtractOptions, cache_dir: str,
+                   beam_options) -> dict[str, dict[str, Any]]:
+  """video path -> process_video result for every path, computed on Beam workers (step 2)."""
+  import apache_beam as beam
+  from etils import epath
+  if not video_paths:
+    return {}
+  # A folder per run: WriteToText's shard count varies between runs, and stale shards of an
+  # earlier run must not be read back.
+  status_dir = epath.Path(cache_dir) / f"beam_status-{uuid.uuid4().hex}"
+  with beam.Pipeline(options=beam_options) as p:
+    _ = (p
+         | "videos" >> beam.Create(video_paths)
+         | "spread" >> beam.Reshuffle()  # Create's single bundle would keep one worker busy
+         | "extract" >> beam.Map(_process, options, cache_dir)
+         | "statuses" >> beam.io.WriteToText(os.fspath(status_dir / "status"),
+                                             file_name_suffix=".jsonl"))
+  results = {}
+  for f in sorted(status_dir.glob("status*")):
+    for line in f.read_text(encoding="utf-8").splitlines():
+      if line.strip():
+        result = json.loads(line)
+        results[result.pop("video_path")] = result
+  status_dir.rmtree()
+  for path in video_paths:
+    if path not in results:  # never expected: Beam writes every element's output
+      status = clip_cache.cached_status(path, options, cache_dir)
+      if status["status"] == "unknown":
+        status = {"status": "skipped", "key": status["key"],
+                  "reason": "no status from the Beam workers (see their logs)"}
+      results[path] = status
+  return results
+
+
 def run(args, pipeline_args: list[str]) -> extract.Summary:
-  import tensorflow_datasets as tfds
   from apache_beam.options.pipeline_options import PipelineOptions
   from etils import epath
   start = time.time()
+  beam_options = PipelineOptions([f"--runner={args.runner}", *pipeline_args])
   options = extract.options_from_args(args)
   splits, skipped = extract.read_inputs(args)
   out_dir = epath.Path(args.out_dir)
   cache_dir = out_dir / "cache"
   cache_dir.mkdir(parents=True, exist_ok=True)
 
-  builder = builders.BUILDERS[args.source](
-      data_dir=os.fspath(out_dir), config=builders.VideoConfig.from_options(options),
-      splits={s: e for s, e in splits.items() if e}, cache_dir=os.fspath(cache_dir), beam=True)
-  mode = (tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS if args.overwrite
-          else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      download_mode=mode, try_download_gcs=False,
-      beam_options=PipelineOptions([f"--runner={args.runner}", *pipeline_args])))
-
-  statuses = {}
-  for entries in splits.values():
-    for e in entries:
-      if e.video_path not in statuses:
-        status = clip_cache.cached_status(e.video_path, options, os.fspath(cache_dir))
-        if status["status"] == "unknown":
-          status = {"status": "skipped", "key": status["key"],
-                    "reason": "failed on a Beam worker (see the worker logs)"}
-        statuses[e.video_path] = status
+  videos = sorted({e.video_path for entries in splits.values() for e in entries})
+  statuses = extract_videos(videos, options, os.fspath(cache_dir), beam_options)
   good, empty = extract.partition(splits, statuses, skipped)
   summary = extract.Summary(ok={}, skipped=skipped, dataset_dir=None,
-                            reused=sum(s["status"] == "cached" for s in statuses.values()))
+                            computed=sum(r["status"] == "done" for r in statuses.values()),
+                            reused=sum(r["status"] == "cached" for r in statuses.values()))
+  builder = None
+  if good:
+    builder, _ = extract._write_dataset(builders.BUILDERS[args.source], good, options,
+                                        os.fspath(out_dir), os.fspath(cache_dir),
+                                        args.overwrite, beam_options=beam_options)
   extract.finish(summary, builder, good, empty, out_dir)
   mismatched = {s: (summary.ok.get(s, 0), len(e)) for s, e in good.items()
                 if summary.ok.get(s, 0) != len(e)}
   if mismatched:
-    # The dataset was reused from an earlier run over other inputs: say so, do not guess.
-    print(f"warning: written split sizes {mismatched} (written, good) differ from this run's "
-          f"good entries; rerun with --overwrite", file=sys.stderr)
+    # Only when a shard went bad between the two pipelines: the Beam workers of step 3 skip
+    # such a video (counted in their "hawk_extract" metrics) but cannot hand its name back.
+    print(f"warning: written split sizes {mismatched} (written, good) differ from the good "
+          f"entries of step 2; see the workers' logs, or rerun", file=sys.stderr)
   summary.seconds = time.time() - start
   return summary
 

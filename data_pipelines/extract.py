@@ -114,10 +114,13 @@ def extract_videos(video_paths: list[str], options: clip_cache.ExtractOptions, c
   return results
 
 
-def _write_dataset(builder_cls, splits, options, out_dir, cache_dir, overwrite: bool):
+def _write_dataset(builder_cls, splits, options, out_dir, cache_dir, overwrite: bool,
+                   beam_options=None):
+  """(builder, up_to_date). beam_options (PipelineOptions): write on Beam (beam_extract.py),
+  so both routes share one rule for when a written dataset is reused."""
   import tensorflow_datasets as tfds
   builder = builder_cls(data_dir=out_dir, config=builders.VideoConfig.from_options(options),
-                        splits=splits, cache_dir=cache_dir)
+                        splits=splits, cache_dir=cache_dir, beam=beam_options is not None)
   up_to_date = builder.is_prepared() and not overwrite and all(
       s in builder.info.splits and builder.info.splits[s].num_examples == len(entries)
       for s, entries in splits.items()) and set(builder.info.splits) == set(splits)
@@ -125,7 +128,7 @@ def _write_dataset(builder_cls, splits, options, out_dir, cache_dir, overwrite: 
     mode = (tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS if builder.is_prepared()
             else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        download_mode=mode, try_download_gcs=False))
+        download_mode=mode, try_download_gcs=False, beam_options=beam_options))
   return builder, up_to_date
 
 
