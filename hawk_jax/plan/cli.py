@@ -7,8 +7,11 @@ when it does not fit.
 
 N fake CPU devices stand in for the slice (set here, before JAX starts a backend); nothing
 is allocated: parameters, optimizer state and batch are abstract arrays with their shardings
-(hawk_jax.plan.estimate). With libtpu installed, `--tpu_topology v5e:8x8` compiles for the real TPU
-slice instead (jax.experimental.topologies); without it the flag falls back to fake devices.
+(hawk_jax.plan.estimate). With libtpu installed (`pip install "libtpu==0.0.42.*"`, the version
+jax[tpu]==0.10.2 pins), `--tpu_topology v5e:8x8` compiles for the real TPU slice instead
+(jax.experimental.topologies: the TPU compiler, on this CPU), and the memory printed is what the
+TPU compiler assigns, tile padding included; without libtpu the flag falls back to fake devices.
+A topology libtpu cannot describe is an error, not a fallback.
 
 Options beyond the usual: --hbm_gib (override the chip's memory), --usable (fraction of HBM
 the step may use, default 0.9), --temp_scale (accelerator/CPU temporaries ratio), --efficiency
@@ -22,6 +25,7 @@ is 0 when the step fits, 3 when it does not, 2 on bad arguments.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import re
@@ -172,16 +176,28 @@ def _load(args, overrides):
 
 
 def _devices(args, out):
-  """The TPU topology's devices when libtpu can compile for it, else the fake CPU devices."""
+  """The TPU topology's devices when libtpu is installed, else the fake CPU devices."""
   if args.tpu_topology:
-    try:
-      import libtpu  # noqa: F401
+    if importlib.util.find_spec("libtpu") is None:
+      out(f"note: --tpu_topology {args.tpu_topology}: libtpu is not installed (pip install "
+          f"\"libtpu==0.0.42.*\"); compiling for {args.devices} fake CPU devices instead")
+    else:
       from jax.experimental import topologies
-      topo = topologies.get_topology_desc(args.tpu_topology, "tpu")
+      try:
+        topo = topologies.get_topology_desc(args.tpu_topology, "tpu")
+      except Exception as e:  # noqa: BLE001 — libtpu's own words name what is wrong
+        # With libtpu there to compile for the slice asked for, a silent CPU plan would
+        # answer another question.
+        raise SystemExit(f"--tpu_topology {args.tpu_topology}: libtpu cannot describe it: "
+                         f"{type(e).__name__}: {e}") from None
+      if len(topo.devices) != args.devices:
+        # libtpu describes a v4 slice with one device per TensorCore (two per chip), and
+        # jax.make_mesh builds TPU meshes of one device per chip ("megacore") only.
+        raise SystemExit(f"--tpu_topology {args.tpu_topology}: libtpu describes "
+                         f"{len(topo.devices)} devices ({topo.devices[0].device_kind}) on "
+                         f"{args.devices} chips, and JAX meshes need one device per chip; plan "
+                         f"it with fake devices: --devices {args.devices} --chip {args.chip}")
       return list(topo.devices), True
-    except Exception as e:  # libtpu missing, or it cannot describe that topology
-      out(f"note: --tpu_topology {args.tpu_topology}: {type(e).__name__}: {e}; compiling for "
-          f"{args.devices} fake CPU devices instead")
   return jax.devices()[:args.devices], False
 
 
@@ -211,6 +227,7 @@ def _run(args, overrides) -> int:
   report = {"config": args.config, "overrides": dict(overrides), "devices": setup.num_devices,
             "chip": args.chip, "mesh": dict(setup.mesh.shape), "global_batch": setup.global_batch,
             "compiled_for": "tpu topology" if on_tpu else setup.mesh.devices.flat[0].platform,
+            "tpu_topology": args.tpu_topology if on_tpu else None,
             "seconds": comp.seconds, "memory": _memory_json(mem), "capacity_bytes": capacity,
             "fits": fits, "flops": {"executed": executed.total, "model": model.total,
                                     "transcendental": executed.transcendental},
@@ -221,7 +238,7 @@ def _run(args, overrides) -> int:
                          "serial_s": est.serial_s, "mfu": est.mfu, "mfu_serial": est.mfu_serial}}
 
   _print_header(out, args, cfg, setup, chip, on_tpu, comp)
-  _print_memory(out, setup, mem, capacity, chip, args, fits)
+  _print_memory(out, setup, mem, capacity, chip, args, fits, on_tpu)
   _print_flops_and_time(out, chip, setup, executed, model, traffic, est, args)
   if not fits:
     report["alternatives"] = _print_alternatives(out, setup, mem, capacity, args, devices,
@@ -271,7 +288,7 @@ def _print_header(out, args, cfg, setup, chip, on_tpu, comp):
   out(f"compile  trace {s['trace']:.1f} s, lower {s['lower']:.1f} s, compile {s['compile']:.1f} s")
 
 
-def _print_memory(out, setup, mem, capacity, chip, args, fits):
+def _print_memory(out, setup, mem, capacity, chip, args, fits, on_tpu=False):
   n_train = planner.num_params(setup.state["trainable"])
   n_frozen = planner.num_params(setup.frozen)
   hbm = args.hbm_gib if args.hbm_gib is not None else chip.hbm_gib
@@ -281,7 +298,11 @@ def _print_memory(out, setup, mem, capacity, chip, args, fits):
   out(f"  optimizer state         {_mem(mem.opt_state)}")
   out(f"  batch                   {_mem(mem.batch)}")
   if mem.other_args:
-    out(f"  other arguments         {_mem(mem.other_args)}")
+    # The TPU compiler stores arrays in tiles ((8, 128) for bf16, (32, 128) for uint8): a
+    # [39, 1408] bf16 stack takes 40 rows, a frame batch's 224-pixel rows take 256. The
+    # shardings above count logical bytes only, so on a TPU the difference is that padding.
+    label = "tile padding/other args" if on_tpu else "other arguments        "
+    out(f"  {label} {_mem(mem.other_args)}")
   if mem.unaliased_output:
     out(f"  outputs (not donated)   {_mem(mem.unaliased_output)}")
   note = ("" if mem.temp_scale == 1 else

@@ -62,8 +62,11 @@ PLAN_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0,
 # An accelerator's temporaries over a CPU compile's for the same bf16 program (docs/model.md,
 # "Scale": a CPU compile's temp is about 2x real); the hawk7b stage-2 step at batch 16 on one
 # device had 42.07 GiB of CPU temp against 5.96 GiB compiled for an H200 (0.14), so 0.5 errs
-# on the safe side. Override with --temp_scale; a TPU topology compile and an all-f32 model
-# use 1.
+# on the safe side there. Not on a TPU: compiled for a v5e:8x8 topology (libtpu 0.0.42.1) the
+# same step on 64 devices had 0.538 (batch 64) and 0.499 (batch 128) of the CPU temp, and the
+# fake-device total came out 6.5% and 1.1% under the TPU compiler's (1.383 vs 1.479 GiB, 1.786
+# vs 1.806 GiB): keep --usable's margin, or plan with --tpu_topology. Override with
+# --temp_scale; a TPU topology compile and an all-f32 model use 1.
 CPU_TEMP_SCALE = 0.5
 # Roofline step time (efficiency = overlap = 1) over the measured one for the hawk7b stage-2
 # step on one H200 (jax 0.11.2, random weights, `hawk_jax.bench.train_step --size hawk7b

@@ -1,7 +1,6 @@
 """The ahead-of-time planner: FLOP count against XLA's cost analysis of the unrolled program,
 the CLI on the tiny config with 8 fake devices (a subprocess: XLA_FLAGS must be set before JAX
 starts), a config that cannot fit, and the pieces of the time and fit models."""
-import importlib.util
 import json
 import os
 import re
@@ -101,18 +100,16 @@ def test_cli_plans_tiny_step(tmp_path):
 
 
 def test_cli_does_not_fit_and_names_a_knob(tmp_path):
-  # Same program as test_cli_plans_tiny_step (a compile-cache hit), on a 1 MiB "chip"; the
-  # TPU topology route falls back to fake devices when libtpu is not installed.
-  r = _run_cli(["--config", "configs/stage2_finetune.py:size=tiny", "--tpu_topology", "v5e:2x4",
-                "--batch", "8", "--hbm_gib", "0.001", "--search", "0", "--no_generate",
-                *SMALL], tmp_path)
+  # Same program as test_cli_plans_tiny_step (a compile-cache hit), on a 1 MiB "chip" (the
+  # real TPU compiler's route is tests/plan/test_cli.py's).
+  r = _run_cli(["--config", "configs/stage2_finetune.py:size=tiny", "--devices", "8",
+                "--chip", "v5e", "--batch", "8", "--hbm_gib", "0.001", "--search", "0",
+                "--no_generate", *SMALL], tmp_path)
   assert r.returncode == plan.EXIT_DOES_NOT_FIT, r.stdout[-3000:] + r.stderr[-3000:]
   fits, gib, _ = _final(r.stdout)
   assert not fits and gib > 0.001
   assert "DOES NOT FIT" in r.stdout and "does not fit:" in r.stdout
   assert re.search(r"--batch \d+|grad_accum_steps=\d+|--mesh \d+,\d+,\d+|--remat full", r.stdout)
-  if importlib.util.find_spec("libtpu") is None:
-    assert "note: --tpu_topology v5e:2x4" in r.stdout
 
 
 def test_bad_arguments_get_clear_errors(tmp_path):
