@@ -3,7 +3,7 @@ from setuptools import find_packages, setup
 # torch is pinned: an unpinned torch pulls a multi-GB CUDA build (docs/model.md, "These machines").
 TORCH = ["torch==2.13.0", "transformers>=5.0,<6", "safetensors>=0.4"]
 # gs:// paths through etils.epath (gcsfs); Orbax reaches GCS through tensorstore on its own.
-GCS = ["gcsfs>=2024.6", "google-cloud-storage>=2.14"]
+GCS = ["gcsfs>=2026.10.1", "google-cloud-storage>=3.14.1"]
 # libtpu of jax[tpu]==0.10.2: runs on TPU VMs, and compiles for a TPU topology on any CPU (the
 # planner's --tpu_topology).
 LIBTPU = ["libtpu==0.0.42.*"]
@@ -49,6 +49,6 @@ setup(
         "tpu": ["jax[tpu]>=0.10.2,<0.11"] + LIBTPU + GCS,
         "test": TORCH + GCS + LIBTPU + BEAM + [
             "pytest>=8", "nltk>=3.9", "pycocoevalcap>=1.2", "av>=12", "scikit-video>=1.1.11",
-            "gcp-storage-emulator>=2024.8", "ruff>=0.6"],
+            "gcp-storage-emulator>=2026.7.19", "ruff>=0.6"],
     },
 )

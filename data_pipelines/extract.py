@@ -12,6 +12,9 @@ each distinct video in a process pool (tqdm progress), each result cached as a s
 interruption reuses every finished shard, and reuses the written dataset when it already holds
 exactly the good entries. Bad inputs are skipped, named with their reason on stdout and in
 `{out_dir}/skipped.jsonl`, and counted; the summary ends with `ok=<int> skipped=<int>`.
+--out_dir, --videos_dir and the annotation files may be gs:// (etils.epath): videos are copied
+to a local temp file to decode, shards are cached on gs://, and the dataset is written locally
+and then uploaded (ArrayRecord writes local files only).
 Exit status: 0 when the job finished with at least one good sample, 1 when no sample was
 good, 2 for unusable arguments or annotation files.
 """
@@ -24,6 +27,7 @@ import json
 import multiprocessing
 import os
 import sys
+import tempfile
 import time
 from typing import Any, Sequence
 
@@ -124,12 +128,44 @@ def _write_dataset(builder_cls, splits, options, out_dir, cache_dir, overwrite: 
   up_to_date = builder.is_prepared() and not overwrite and all(
       s in builder.info.splits and builder.info.splits[s].num_examples == len(entries)
       for s, entries in splits.items()) and set(builder.info.splits) == set(splits)
-  if not up_to_date:
+  if not up_to_date and beam_options is None and "://" in os.fspath(out_dir):
+    builder = _write_staged(builder_cls, splits, options, out_dir, cache_dir)
+  elif not up_to_date:
     mode = (tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS if builder.is_prepared()
             else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
         download_mode=mode, try_download_gcs=False, beam_options=beam_options))
   return builder, up_to_date
+
+
+def _write_staged(builder_cls, splits, options, out_dir, cache_dir):
+  """Writes the dataset into a local staging folder and uploads it into `out_dir` (gs://), as
+  ArrayRecord's writer opens local files only (it fails with "open() failed: No such file or
+  directory" on a gs:// path). A dataset written before is removed first, and the shards are
+  uploaded before the metadata files TFDS looks for (dataset_info.json last), so a reader never
+  sees a dataset whose shards are not all there. Needs local disk for one copy of the dataset.
+  Returns the builder of the uploaded dataset."""
+  import tensorflow_datasets as tfds
+  from etils import epath
+  config = builders.VideoConfig.from_options(options)
+  with tempfile.TemporaryDirectory(prefix="hawk_extract_") as stage:
+    local = builder_cls(data_dir=stage, config=config, splits=splits, cache_dir=cache_dir)
+    local.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS,
+        try_download_gcs=False))
+    src = os.fspath(local.data_path)
+    dst = epath.Path(out_dir) / os.path.relpath(src, stage)
+    if dst.exists():
+      dst.rmtree()
+    dst.mkdir(parents=True, exist_ok=True)
+    names = sorted(os.listdir(src), key=lambda n: (".array_record-" not in n,
+                                                   n == "dataset_info.json", n))
+    for name in names:
+      epath.Path(os.path.join(src, name)).copy(dst / name, overwrite=True)
+    skipped = local.skipped
+  remote = builder_cls(data_dir=out_dir, config=config, splits=splits, cache_dir=cache_dir)
+  remote.skipped = skipped
+  return remote
 
 
 def options_from_args(args: argparse.Namespace) -> clip_cache.ExtractOptions:

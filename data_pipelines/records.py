@@ -7,6 +7,12 @@ text (docs/model.md, "Data"). `decode_record` is the one place that turns a stor
 frames and motion frames (with motion.apply_weight, as extract() does), and `open_split` gives
 random access to a written split without decoding anything, so decoding can happen in Grain
 worker processes.
+
+A data dir may be gs://: TFDS reads its metadata through etils.epath, and ArrayRecord reads
+gs:// shards itself (its google-cloud-cpp client: application-default credentials, or an
+emulator named by CLOUD_STORAGE_EMULATOR_ENDPOINT), one ranged read per record, without a local
+copy. (ArrayRecord's writer, by contrast, opens local files only: data_pipelines/extract.py
+writes a gs:// dataset locally first and uploads it.)
 """
 from __future__ import annotations
 
@@ -171,8 +177,8 @@ def open_split(data_dir: str, split: str):
   """Random-access source (len, __getitem__ -> raw example dict) over one written split.
 
   `data_dir` is a dataset version directory (holding dataset_info.json) or a folder above one
-  (e.g. extract's --out_dir); it must hold exactly one dataset. Nothing is decoded here: the
-  source yields JPEG/PNG bytes for decode_record to decode in Grain workers.
+  (e.g. extract's --out_dir), local or gs://; it must hold exactly one dataset. Nothing is
+  decoded here: the source yields JPEG/PNG bytes for decode_record to decode in Grain workers.
   """
   import tensorflow_datasets as tfds
   dirs = find_dataset_dirs(data_dir)

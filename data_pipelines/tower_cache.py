@@ -26,7 +26,8 @@ What it costs:
   float32 (exact, twice the size) are options. At hawk7b a video's cache is
   2 x 32 x 32 x 768 x 2 bytes = 3.1 MB in float16, against ~0.6 MB of JPEG/PNG frames.
 
-Layout of a cache folder (ArrayRecord files; records hold only arrays, numbers and text):
+Layout of a cache folder (local or gs://; ArrayRecord files; records hold only arrays, numbers
+and text):
   DIR/tower_cache.json                  what the cache is: towers workdir and probe, storage
                                         dtype, [T, Qi, Hq], image size, pixel normalisation
   DIR/<split>/split.json                the dataset folder it was made from, record count,
@@ -47,9 +48,12 @@ import hashlib
 import io
 import json
 import os
+import shutil
+import tempfile
 from typing import Any, Iterable
 
 import numpy as np
+from etils import epath
 
 FORMAT_VERSION = 1
 META_FILE = "tower_cache.json"
@@ -173,13 +177,27 @@ def decode_record(data: bytes, dtype: str, where: str = "cache record") -> dict[
 
 
 # ----------------------------------------------------------------------- folder and meta
+# The folder is local or gs:// (etils.epath). Local files are written to a temporary name and
+# renamed into place; on gs:// an object appears whole when its upload ends, so it is written
+# directly (JSON) or uploaded from a finished local file (shards: ArrayRecord writes local
+# files only). Shards on gs:// are read by ArrayRecord itself, which reads gs:// natively.
+
+def _is_remote(path) -> bool:
+  return "://" in os.fspath(path)
+
+
+def _abs(path) -> str:
+  """A folder as stored in split.json: gs:// as it is, a local path made absolute."""
+  path = os.fspath(path)
+  return path if _is_remote(path) else os.path.abspath(path)
+
 
 def split_dir(cache_dir: str, split: str) -> str:
-  return os.path.join(cache_dir, split)
+  return os.fspath(epath.Path(cache_dir) / split)
 
 
 def shard_path(cache_dir: str, split: str, shard: int) -> str:
-  return os.path.join(split_dir(cache_dir, split), f"tokens-{shard:05d}.array_record")
+  return os.fspath(epath.Path(split_dir(cache_dir, split)) / f"tokens-{shard:05d}.array_record")
 
 
 def num_shards(num_records: int, shard_size: int) -> int:
@@ -187,6 +205,9 @@ def num_shards(num_records: int, shard_size: int) -> int:
 
 
 def _write_text_atomic(path: str, text: str) -> None:
+  if _is_remote(path):
+    epath.Path(path).write_text(text, encoding="utf-8")
+    return
   tmp = f"{path}.tmp-{os.getpid()}"
   with open(tmp, "w", encoding="utf-8") as f:
     f.write(text)
@@ -194,20 +215,19 @@ def _write_text_atomic(path: str, text: str) -> None:
 
 
 def read_meta(cache_dir: str) -> CacheMeta:
-  path = os.path.join(cache_dir, META_FILE)
-  if not os.path.exists(path):
+  path = epath.Path(cache_dir) / META_FILE
+  if not path.exists():
     raise FileNotFoundError(f"{path}: no tower cache here (make one with python -m "
                             f"hawk_jax.train.write_tower_cache)")
-  with open(path, encoding="utf-8") as f:
-    return CacheMeta.from_json(f.read(), path)
+  return CacheMeta.from_json(path.read_text(encoding="utf-8"), os.fspath(path))
 
 
 def write_meta(cache_dir: str, meta: CacheMeta) -> None:
   """Writes DIR/tower_cache.json, or checks that the one there describes the same cache (so a
   rerun resumes, and a run with other towers or settings does not mix into it)."""
-  os.makedirs(cache_dir, exist_ok=True)
-  path = os.path.join(cache_dir, META_FILE)
-  if os.path.exists(path):
+  epath.Path(cache_dir).mkdir(parents=True, exist_ok=True)
+  path = epath.Path(cache_dir) / META_FILE
+  if path.exists():
     old = read_meta(cache_dir)
     diff = {k: (getattr(old, k), getattr(meta, k)) for k in _IDENTITY_FIELDS
             if getattr(old, k) != getattr(meta, k)}
@@ -215,70 +235,81 @@ def write_meta(cache_dir: str, meta: CacheMeta) -> None:
       raise CacheError(f"{cache_dir} holds a tower cache made with other settings "
                        f"(field: cached vs now) {diff}; use another --out, or --overwrite")
     return
-  _write_text_atomic(path, meta.to_json())
+  _write_text_atomic(os.fspath(path), meta.to_json())
 
 
 def write_split_info(cache_dir: str, split: str, *, dataset_dir: str, num_records: int,
                      shard_size: int) -> dict:
   """DIR/<split>/split.json; an existing one must agree (same source size and sharding)."""
-  info = {"split": split, "dataset_dir": os.path.abspath(dataset_dir),
+  info = {"split": split, "dataset_dir": _abs(dataset_dir),
           "num_records": int(num_records), "shard_size": int(shard_size),
           "num_shards": num_shards(num_records, shard_size)}
-  os.makedirs(split_dir(cache_dir, split), exist_ok=True)
-  path = os.path.join(split_dir(cache_dir, split), SPLIT_FILE)
-  if os.path.exists(path):
+  epath.Path(split_dir(cache_dir, split)).mkdir(parents=True, exist_ok=True)
+  path = epath.Path(split_dir(cache_dir, split)) / SPLIT_FILE
+  if path.exists():
     old = read_split_info(cache_dir, split)
     for k in ("num_records", "shard_size"):
       if old[k] != info[k]:
         raise CacheError(f"{path}: {k} {old[k]} cached, {info[k]} now (was the dataset "
                          f"rewritten?); use another --out, or --overwrite")
     return old
-  _write_text_atomic(path, json.dumps(info, indent=2))
+  _write_text_atomic(os.fspath(path), json.dumps(info, indent=2))
   return info
 
 
 def read_split_info(cache_dir: str, split: str) -> dict:
-  path = os.path.join(split_dir(cache_dir, split), SPLIT_FILE)
-  if not os.path.exists(path):
-    have = sorted(d for d in os.listdir(cache_dir)
-                  if os.path.exists(os.path.join(cache_dir, d, SPLIT_FILE))) \
-        if os.path.isdir(cache_dir) else []
+  path = epath.Path(split_dir(cache_dir, split)) / SPLIT_FILE
+  if not path.exists():
+    root = epath.Path(cache_dir)
+    have = sorted(d.name for d in root.iterdir() if (d / SPLIT_FILE).exists()) \
+        if root.is_dir() else []
     raise FileNotFoundError(f"{cache_dir}: the tower cache has no split {split!r} (it has "
                             f"{have}); run python -m hawk_jax.train.write_tower_cache "
                             f"--split {split}")
-  with open(path, encoding="utf-8") as f:
-    return json.load(f)
+  return json.loads(path.read_text(encoding="utf-8"))
 
 
 def missing_shards(cache_dir: str, split: str) -> list[int]:
   info = read_split_info(cache_dir, split)
   return [k for k in range(info["num_shards"])
-          if not os.path.exists(shard_path(cache_dir, split, k))]
+          if not epath.Path(shard_path(cache_dir, split, k)).exists()]
 
 
 def remove_partial_shards(cache_dir: str, split: str) -> int:
-  """Deletes shard files an interrupted run left half-written (`*.tmp-*`); returns how many."""
-  d = split_dir(cache_dir, split)
-  stale = [n for n in os.listdir(d) if n.startswith("tokens-") and ".tmp-" in n]
-  for n in stale:
-    os.remove(os.path.join(d, n))
+  """Deletes shard files an interrupted run left half-written (`*.tmp-*`); returns how many.
+  (On gs:// there are none: a shard is uploaded only once complete.)"""
+  d = epath.Path(split_dir(cache_dir, split))
+  stale = [p for p in d.iterdir() if p.name.startswith("tokens-") and ".tmp-" in p.name]
+  for p in stale:
+    p.unlink()
   return len(stale)
 
 
 def write_shard(path: str, records: Iterable[bytes]) -> int:
-  """Writes encoded records to `path` atomically (a temp file renamed when complete)."""
+  """Writes encoded records to `path` atomically (a local temp file, renamed into place or,
+  for gs://, uploaded when complete)."""
   from array_record.python.array_record_module import ArrayRecordWriter
-  tmp = f"{path}.tmp-{os.getpid()}"
-  # group_size:1 keeps every record separately addressable (random access, as TFDS writes).
-  writer = ArrayRecordWriter(tmp, "group_size:1")
-  n = 0
+  remote = _is_remote(path)
+  tmp_dir = tempfile.mkdtemp(prefix="hawk_tower_cache_") if remote else None
+  tmp = (os.path.join(tmp_dir, epath.Path(path).name) if remote
+         else f"{path}.tmp-{os.getpid()}")
   try:
-    for r in records:
-      writer.write(r)
-      n += 1
+    # group_size:1 keeps every record separately addressable (random access, as TFDS writes).
+    writer = ArrayRecordWriter(tmp, "group_size:1")
+    n = 0
+    try:
+      for r in records:
+        writer.write(r)
+        n += 1
+    finally:
+      writer.close()
+    if remote:
+      epath.Path(tmp).copy(path, overwrite=True)
+    else:
+      os.replace(tmp, path)
   finally:
-    writer.close()
-  os.replace(tmp, path)
+    if tmp_dir is not None:
+      shutil.rmtree(tmp_dir, ignore_errors=True)
   return n
 
 

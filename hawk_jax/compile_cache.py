@@ -1,4 +1,9 @@
-"""A persistent XLA compilation cache, so reruns and resumed runs skip recompiling."""
+"""A persistent XLA compilation cache, so reruns and resumed runs skip recompiling.
+
+The folder is local by default (~/.cache/hawk_jax/xla). It may be gs:// too
+(HAWK_JAX_COMPILE_CACHE=gs://bucket/xla): JAX reads and writes its cache through etils.epath
+itself, so every host of a pod can share one; nothing here touches the files.
+"""
 from __future__ import annotations
 
 import os

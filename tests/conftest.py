@@ -24,3 +24,8 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 def pytest_configure(config):
   config.addinivalue_line("markers",
                           "slow: long-running (full-size compile, soak); run with -m slow")
+
+
+# gs:// tests: `gcs_bucket` (session) and `gcs_dir` (a fresh prefix per test) on a local GCS
+# emulator that Orbax's OCDBT checkpoints work against (tests/gcs_emulator.py).
+from tests.gcs_emulator import gcs_bucket, gcs_dir  # noqa: E402, F401

@@ -22,6 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 
 from hawk_jax import tensor_files
 from hawk_jax.convert.blip2_tables import (  # noqa: F401 (re-export)
@@ -276,8 +277,8 @@ def qformer_config_to_hf(config: QFormerConfig) -> dict:
 def _read_hf_folder(folder: str, tower: str):
   """-> (tower config dict, key prefix, top-level config, state). Accepts the tower's own folder
   or a full Blip2 folder (then the tower's sub-config and `vision_model.`/`qformer.` keys)."""
-  config_path = os.path.join(folder, "config.json")
-  if not os.path.exists(config_path):
+  config_path = epath.Path(folder) / "config.json"  # local or gs://
+  if not config_path.exists():
     raise FileNotFoundError(f"{folder}: no config.json (save with save_pretrained)")
   top = tensor_files.read_json(config_path)
   model_type = top.get("model_type")
@@ -303,10 +304,11 @@ def _save_hf_folder(folder: str, hf_config, state: Mapping[str, np.ndarray]) -> 
       return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
     return torch.from_numpy(a)
 
-  os.makedirs(folder, exist_ok=True)
-  hf_config.save_pretrained(folder)
-  save_file({k: to_torch(v) for k, v in state.items()},
-            os.path.join(folder, "model.safetensors"), metadata={"format": "pt"})
+  with tensor_files.local_path_for(folder) as local:  # gs://: written locally, then copied
+    os.makedirs(local, exist_ok=True)
+    hf_config.save_pretrained(local)
+    save_file({k: to_torch(v) for k, v in state.items()},
+              os.path.join(local, "model.safetensors"), metadata={"format": "pt"})
 
 
 # ----------------------------------------------------------------------------- public API

@@ -33,12 +33,12 @@ same BLIP-2 towers as the appearance branch.
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 import sys
 
 import jax
 import numpy as np
+from etils import epath
 from safetensors import safe_open
 
 from configs import stage1_pretrain, stage2_finetune, stage3_test
@@ -57,7 +57,12 @@ from hawk_jax.convert.table import ConversionError, check_shapes
 from hawk_jax.models.hawk import split_params
 from hawk_jax.models.model_config import HawkConfig
 from hawk_jax.models.params import abstract_params, random_params, subtree
-from hawk_jax.tensor_files import UnsafeCheckpointError
+from hawk_jax.tensor_files import (
+  UnsafeCheckpointError,
+  local_copy_of,
+  local_path_for,
+  safetensors_keys,
+)
 from hawk_jax.train.optim import make_optimizer
 from hawk_jax.workdir import WorkdirError, load_params, write_workdir
 
@@ -86,7 +91,7 @@ def read_for_export(workdir: str, include_frozen: bool = True, step: int | None 
 
 def to_torch(checkpoint_dir: str, out: str, full: bool = False, hf_llama: str | None = None,
              step: int | None = None, log=print) -> list[str]:
-  """Export a workdir; returns the paths written."""
+  """Export a workdir; returns the paths written (local or gs://)."""
   import torch
 
   from hawk_jax.convert.torch_hawk import to_torch_state  # needs torch
@@ -94,14 +99,17 @@ def to_torch(checkpoint_dir: str, out: str, full: bool = False, hf_llama: str | 
                                    step=step)
   trainable, full_state = hawk_to_torch(params, config)
   written = []
-  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-  torch.save({"model": to_torch_state(trainable)}, out)
+  if "://" not in out:
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+  with local_path_for(out) as local:  # torch.save writes local files; gs:// gets a copy
+    torch.save({"model": to_torch_state(trainable)}, local)
   log(f"wrote {out}: {len(trainable)} trainable tensors "
       f"({sum(a.size for a in trainable.values()):,} parameters)")
   written.append(out)
   if full:
     path = full_path_for(out)
-    torch.save({"model": to_torch_state(full_state)}, path)
+    with local_path_for(path) as local:
+      torch.save({"model": to_torch_state(full_state)}, local)
     log(f"wrote {path}: {len(full_state)} tensors (full state dict)")
     written.append(path)
   if hf_llama:
@@ -135,10 +143,11 @@ def _identity_ln(width: int) -> dict:
 
 
 def _hf_query_tokens(folder: str):
-  """`query_tokens` of a full Blip2 save_pretrained folder, or None (read lazily)."""
-  for f in sorted(glob.glob(os.path.join(folder, "*.safetensors"))):
-    with safe_open(f, "pt") as fh:
-      if "query_tokens" in fh.keys():
+  """`query_tokens` of a full Blip2 save_pretrained folder (local or gs://), or None (only the
+  file holding it is read)."""
+  for f in sorted(epath.Path(folder).glob("*.safetensors"), key=lambda p: p.name):
+    if "query_tokens" in safetensors_keys(f):
+      with local_copy_of(f) as local, safe_open(local, "pt") as fh:
         return fh.get_tensor("query_tokens").float().numpy()
   return None
 
@@ -225,9 +234,9 @@ def from_torch(out: str, size: str, variant: str, stage: int = 2, hawk: str | No
   """Build and write a workdir; returns {group: source}."""
   if stage not in STAGE_CONFIGS:
     raise ValueError(f"--stage {stage}: known stages {sorted(STAGE_CONFIGS)}")
-  if (checkpoint.has_params(os.path.join(out, "frozen"))
-      or os.path.exists(os.path.join(out, checkpoint.FROZEN_REF))
-      or os.path.exists(os.path.join(out, "checkpoints"))):
+  wd = epath.Path(out)  # local or gs://
+  if (checkpoint.has_params(str(wd / "frozen")) or (wd / checkpoint.FROZEN_REF).exists()
+      or (wd / "checkpoints").exists()):
     raise FileExistsError(f"{out} already holds a workdir; choose a new --out")
   cfg = STAGE_CONFIGS[stage].get_config(f"size={size},variant={variant}")
   if seed is not None:

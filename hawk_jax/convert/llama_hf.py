@@ -12,6 +12,7 @@ import os
 from typing import Any, Mapping
 
 import numpy as np
+from etils import epath
 
 from hawk_jax.convert.table import (
   LINEAR,
@@ -25,7 +26,7 @@ from hawk_jax.convert.table import (
 from hawk_jax.models.common import dtype_of
 from hawk_jax.models.llama import Llama, param_shapes
 from hawk_jax.models.model_config import LlamaConfig
-from hawk_jax.tensor_files import load_safetensors_folder, read_json
+from hawk_jax.tensor_files import load_safetensors_folder, local_path_for, read_json
 
 # Non-persistent buffers that older checkpoints (and released HAWK .pth files) still carry.
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
@@ -195,15 +196,16 @@ def state_dict_from_params(params: Mapping, cfg: LlamaConfig,
 # --- folders ----------------------------------------------------------------------------------
 
 def llama_from_hf(folder: str, dtype=None, scan_layers: bool = True, **config_overrides):
-  """Load a `save_pretrained` LLaMA folder (config.json + safetensors, sharded or not).
+  """Load a `save_pretrained` LLaMA folder (config.json + safetensors, sharded or not; local or
+  gs://).
 
   `dtype` (e.g. "bfloat16") sets both the parameter and the compute dtype; None keeps float32.
   Returns `(model, params)` with params as a nested dict of jax arrays.
   """
   import jax.numpy as jnp
 
-  cfg_path = os.path.join(folder, "config.json")
-  if not os.path.exists(cfg_path):
+  cfg_path = epath.Path(folder) / "config.json"
+  if not cfg_path.exists():
     raise FileNotFoundError(f"{folder}: no config.json (expected a save_pretrained folder)")
   overrides = dict(scan_layers=scan_layers)
   if dtype is not None:
@@ -220,7 +222,8 @@ def llama_from_hf(folder: str, dtype=None, scan_layers: bool = True, **config_ov
 
 
 def llama_to_hf(model, params: Mapping, folder: str, torch_dtype: str | None = None) -> str:
-  """Write `config.json` + `model.safetensors` that `LlamaForCausalLM.from_pretrained` loads.
+  """Write `config.json` + `model.safetensors` that `LlamaForCausalLM.from_pretrained` loads
+  (into a local folder, or gs://: written locally, then copied).
 
   `torch_dtype` ("float32", "bfloat16", ...) defaults to the parameters' dtype.
   """
@@ -230,10 +233,11 @@ def llama_to_hf(model, params: Mapping, folder: str, torch_dtype: str | None = N
   if torch_dtype is None:
     torch_dtype = "bfloat16" if "bfloat16" in dtypes else (
         dtypes.pop() if len(dtypes) == 1 else "float32")
-  os.makedirs(folder, exist_ok=True)
-  _save_safetensors(state, os.path.join(folder, "model.safetensors"), torch_dtype)
-  with open(os.path.join(folder, "config.json"), "w", encoding="utf-8") as f:
-    json.dump(llama_config_to_hf(cfg, torch_dtype), f, indent=2)
+  with local_path_for(folder) as local:
+    os.makedirs(local, exist_ok=True)
+    _save_safetensors(state, os.path.join(local, "model.safetensors"), torch_dtype)
+    with open(os.path.join(local, "config.json"), "w", encoding="utf-8") as f:
+      json.dump(llama_config_to_hf(cfg, torch_dtype), f, indent=2)
   return folder
 
 

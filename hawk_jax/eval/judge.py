@@ -10,8 +10,9 @@ Only the standard library is used (urllib, a thread pool). A request is retried 
 back-off on HTTP 408/429/5xx, timeouts, connection errors, malformed responses and replies whose
 score cannot be read (out of [0, 1] counts as unreadable). An item that still has no score after
 the last attempt is a failure: it is counted and reported per dimension, never scored as 0, and
-each dimension's mean is over the items that were scored. Scores are cached on disk as JSON lines
-keyed by a hash of model + dimension + messages, so a rerun asks only what is missing.
+each dimension's mean is over the items that were scored. Scores are cached as JSON lines (a local
+file or gs://) keyed by a hash of model + dimension + messages, so a rerun asks only what is
+missing.
 """
 from __future__ import annotations
 
@@ -31,6 +32,8 @@ import time
 import urllib.error
 import urllib.request
 from typing import Iterable, Mapping, Sequence
+
+from etils import epath
 
 DIMENSIONS = ("reasonability", "detail", "consistency")
 TASKS = ("description", "qa")
@@ -206,29 +209,38 @@ def cache_key(model: str, dimension: str, messages: Sequence[Mapping[str, str]])
 
 
 class AnswerCache:
-  """Scored replies as JSON lines, appended as they arrive (safe to kill and rerun)."""
+  """Scored replies as JSON lines, appended as they arrive (safe to kill and rerun).
 
-  def __init__(self, path: str | None):
+  On an object store (gs://) a file cannot be appended to: the whole cache is rewritten, at most
+  every `sync_secs` seconds while answers arrive and on `flush()` (which `Judge.score` calls
+  when it ends, also on an error), so a killed run loses at most the last `sync_secs` of answers.
+  """
+
+  def __init__(self, path: str | None, sync_secs: float = 10.0):
     self.path = path
     self._entries: dict[str, dict] = {}
     self._lock = threading.Lock()
-    if path and os.path.exists(path):
+    self._remote = bool(path) and "://" in str(path)
+    self._sync_secs = sync_secs
+    self._dirty = False
+    self._last_sync = time.monotonic()
+    if path and epath.Path(path).exists():
       self._load(path)
 
   def _load(self, path: str):
     broken = 0
-    with open(path, encoding="utf-8") as f:
-      for line in f:
-        if not line.strip():
-          continue
-        try:
-          entry = json.loads(line)
-          key, score = entry["key"], entry["score"]
-          _checked_score(score, line)
-        except (ValueError, KeyError, TypeError):
-          broken += 1  # A run killed mid-write leaves a partial last line.
-          continue
-        self._entries[key] = entry
+    # split("\n"), not splitlines(): replies may hold U+2028 and kin, which JSON leaves raw.
+    for line in epath.Path(path).read_text(encoding="utf-8").split("\n"):
+      if not line.strip():
+        continue
+      try:
+        entry = json.loads(line)
+        key, score = entry["key"], entry["score"]
+        _checked_score(score, line)
+      except (ValueError, KeyError, TypeError):
+        broken += 1  # A run killed mid-write leaves a partial last line.
+        continue
+      self._entries[key] = entry
     if broken:
       logging.warning("judge cache %s: ignored %d unreadable line(s)", path, broken)
 
@@ -240,10 +252,30 @@ class AnswerCache:
     entry = {"key": key, **entry}
     with self._lock:
       self._entries[key] = entry
-      if self.path:
-        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as f:
-          f.write(json.dumps(entry, ensure_ascii=False) + "\n")
+      if not self.path:
+        return
+      if self._remote:
+        self._dirty = True
+        if time.monotonic() - self._last_sync >= self._sync_secs:
+          self._write_all()
+        return
+      os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+      with open(self.path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(entry, ensure_ascii=False) + "\n")
+
+  def flush(self):
+    """Writes the answers not yet stored (gs://; a local cache is always up to date)."""
+    with self._lock:
+      if self._remote and self._dirty:
+        self._write_all()
+
+  def _write_all(self):
+    path = epath.Path(self.path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(e, ensure_ascii=False) + "\n"
+                            for e in self._entries.values()), encoding="utf-8")
+    self._dirty = False
+    self._last_sync = time.monotonic()
 
   def __len__(self):
     return len(self._entries)
@@ -406,10 +438,16 @@ class Judge:
         messages = judge_messages(dim, record["task"], record["reference"],
                                   record["prediction"], record.get("question", "") or "")
         jobs.append((i, dim, messages))
-    scores = {dim: [None] * len(records) for dim in self.dimensions}
-    failures = []
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=self.config.workers,
                                                  thread_name_prefix="judge")
+    try:
+      return self._score_jobs(records, jobs, pool, requests_before, hits_before)
+    finally:
+      self.cache.flush()  # answers paid for are kept, whatever happens
+
+  def _score_jobs(self, records, jobs, pool, requests_before, hits_before) -> JudgeResult:
+    scores = {dim: [None] * len(records) for dim in self.dimensions}
+    failures = []
     try:
       futures = {pool.submit(self._score_one, dim, messages): (i, dim)
                  for i, dim, messages in jobs}

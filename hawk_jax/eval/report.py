@@ -9,7 +9,8 @@ items says nothing about the items that were not scored.
 from __future__ import annotations
 
 import json
-import os
+
+from etils import epath
 
 from hawk_jax.eval.judge import DIMENSIONS, TASKS
 
@@ -87,13 +88,10 @@ def report_markdown(report: dict) -> str:
 
 
 def write_report(report: dict, out_dir: str) -> tuple[str, str]:
-  """Writes report.json and report.md into out_dir; returns their paths."""
-  os.makedirs(out_dir, exist_ok=True)
-  json_path = os.path.join(out_dir, "report.json")
-  md_path = os.path.join(out_dir, "report.md")
-  with open(json_path, "w", encoding="utf-8") as f:
-    json.dump(report, f, indent=2, ensure_ascii=False)
-    f.write("\n")
-  with open(md_path, "w", encoding="utf-8") as f:
-    f.write(report_markdown(report))
-  return json_path, md_path
+  """Writes report.json and report.md into out_dir (local or gs://); returns their paths."""
+  out = epath.Path(out_dir)
+  out.mkdir(parents=True, exist_ok=True)
+  json_path, md_path = out / "report.json", out / "report.md"
+  json_path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+  md_path.write_text(report_markdown(report), encoding="utf-8")
+  return str(json_path), str(md_path)

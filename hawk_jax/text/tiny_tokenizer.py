@@ -17,11 +17,11 @@ rewrites the shipped file byte for byte (tests check this).
 from __future__ import annotations
 
 import io
-import os
 import sys
 
 import numpy as np
 import sentencepiece as spm
+from etils import epath
 
 from hawk_jax.text import prompts
 from hawk_jax.text.tokenizer import default_tokenizer_path
@@ -137,9 +137,9 @@ def train(output_path: str, vocab_size: int = VOCAB_SIZE) -> str:
       allow_whitespace_only_pieces=True, unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
       unk_surface=" \u2047 ", num_threads=1, max_sentence_length=4096, minloglevel=2,
       shuffle_input_sentence=False)
-  os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
-  with open(output_path, "wb") as f:
-    f.write(model.getvalue())
+  out = epath.Path(output_path)  # local or gs://
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.write_bytes(model.getvalue())
   return output_path
 
 

@@ -16,6 +16,7 @@ from typing import Iterable
 
 import numpy as np
 import sentencepiece as spm
+from etils import epath
 
 ASSETS_DIR = os.path.join(os.path.dirname(__file__), "assets")
 TINY_TOKENIZER_FILE = "tiny_llama_bpe.model"
@@ -36,10 +37,12 @@ class Tokenizer:
     if (model_path is None) == (model_proto is None):
       raise ValueError("give exactly one of model_path or model_proto")
     if model_path is not None:
-      if not os.path.isfile(model_path):
+      # Read through etils.epath (local or gs://) and loaded from bytes: SentencePiece itself
+      # opens local files only.
+      path = epath.Path(model_path)
+      if not path.is_file():
         raise FileNotFoundError(f"tokenizer model not found: {model_path}")
-      with open(model_path, "rb") as f:
-        model_proto = f.read()
+      model_proto = path.read_bytes()
     self._path = model_path
     self._proto = model_proto
     self._sp = self._load(model_proto, model_path)
@@ -123,13 +126,13 @@ class Tokenizer:
 
 
 def load_tokenizer(path: str | None = None) -> Tokenizer:
-  """`path` to a LLaMA `tokenizer.model` (a file, or a directory holding one); None gives the
-  shipped tiny tokenizer."""
+  """`path` to a LLaMA `tokenizer.model` (a file, or a directory holding one; local or gs://);
+  None gives the shipped tiny tokenizer."""
   if path is None:
     path = default_tokenizer_path()
-  if os.path.isdir(path):
-    path = os.path.join(path, "tokenizer.model")
-  return Tokenizer(path)
+  if epath.Path(path).is_dir():
+    path = str(epath.Path(path) / "tokenizer.model")
+  return Tokenizer(str(path))
 
 
 def check_fits_vocab(tokenizer: Tokenizer, vocab_size: int) -> None:

@@ -272,17 +272,17 @@ def _train_stage(cfg, workdir, stop_after, progress, preemption) -> StageResult:
       bar.close()
   ckpts.close()
 
-  if main:
-    first_loss, last_loss = loss_ends(wd / "metrics.jsonl")
-  else:  # this invocation's steps only (process 0 alone writes the metrics log)
-    first_loss, last_loss = _ends(logged)
   eval_loss = None
   if step >= num_steps and cfg.train.eval_batches:
     eval_loss = evaluate_loss(model, cfg, state["trainable"], frozen, mesh, rules,
                               batch_shardings)
     if eval_loss is not None:
       writer.write(step, {"eval_loss": eval_loss})
-  writer.close()
+  writer.close()  # a gs:// metrics log is complete in the bucket from here on
+  if main:
+    first_loss, last_loss = loss_ends(wd / "metrics.jsonl")
+  else:  # this invocation's steps only (process 0 alone writes the metrics log)
+    first_loss, last_loss = _ends(logged)
   result = StageResult(workdir, first_loss, last_loss, step, start, eval_loss, sources)
   if main:
     (wd / "result.json").write_text(json.dumps(dataclasses.asdict(result), indent=2))

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from typing import Sequence
 
@@ -122,13 +121,13 @@ def train_llm(cfg, data_dirs, workdir, steps: int, batch_size: int, lr: float) -
       log.info("LM step %d loss %.4f", i + 1, float(loss))
   params = dict(params, llm=llm_params)
   _, frozen = split_params(params, config)
-  os.makedirs(workdir, exist_ok=True)
-  checkpoint.write_config(workdir, cfg)
-  checkpoint.save_params(os.path.join(workdir, "frozen"), frozen)
+  wd = checkpoint.as_path(workdir)  # local or gs://
+  wd.mkdir(parents=True, exist_ok=True)
+  checkpoint.write_config(wd, cfg)
+  checkpoint.save_params(wd / "frozen", frozen)
   result = {"sequences": len(seqs), "length": length, "first_loss": history[0][1],
             "last_loss": history[-1][1], "steps": steps}
-  with open(os.path.join(workdir, "result.json"), "w") as f:
-    json.dump(result, f, indent=2)
+  (wd / "result.json").write_text(json.dumps(result, indent=2))
   return result
 
 
@@ -147,7 +146,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
   args, cfg = parse_args_with_config(_parser(), argv)
   logging.basicConfig(level=logging.INFO, force=True)
-  if checkpoint.has_params(os.path.join(args.workdir, "frozen")):
+  if checkpoint.has_params(checkpoint.as_path(args.workdir) / "frozen"):
     print(f"{args.workdir}/frozen exists: LM pretraining already done")
     return 0
   compile_cache.enable()

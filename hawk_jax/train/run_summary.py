@@ -9,13 +9,15 @@ import argparse
 import json
 import os
 
+from etils import epath
+
 
 def _read_json(path):
-  try:
-    with open(path, encoding="utf-8") as f:
-      return json.load(f)
-  except FileNotFoundError:
+  """The JSON file at `path` (local or gs://), or None if there is none."""
+  path = epath.Path(path)
+  if not path.exists():
     return None
+  return json.loads(path.read_text(encoding="utf-8"))
 
 
 def summarize(workdir: str) -> str:

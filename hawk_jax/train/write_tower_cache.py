@@ -24,7 +24,6 @@ import argparse
 import dataclasses
 import logging
 import os
-import shutil
 import sys
 import time
 from typing import Any, Sequence
@@ -33,8 +32,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 
 from data_pipelines import loaders, records, tower_cache
+from hawk_jax import checkpoint
 from hawk_jax.models.hawk import Hawk
 from hawk_jax.models.model_config import HawkConfig
 from hawk_jax.sharding import DEFAULT_RULES, batch_sharding, make_mesh, replicated
@@ -64,7 +65,7 @@ def load_towers(workdir: str, compute_dtype: str = "config") -> Towers:
   the groups `Hawk.frozen_frame_tokens` reads, of both branches, on the first local device."""
   if compute_dtype not in COMPUTE_DTYPES:
     raise ValueError(f"compute dtype {compute_dtype!r}: expected one of {COMPUTE_DTYPES}")
-  workdir = os.path.abspath(os.fspath(workdir))
+  workdir = str(checkpoint.as_path(workdir))  # local (made absolute) or gs://
   config = HawkConfig.from_stage_config(read_config(workdir))
   if config.trainable_query_tokens_motion:
     raise ValueError(
@@ -197,7 +198,7 @@ def cache_split(towers: Towers, fn, mesh, data_dir: str, split: str, out: str, *
     for k in todo:
       tower_cache.write_shard(tower_cache.shard_path(out, split, k), encoded(k))
   bar.close()
-  size = sum(os.path.getsize(tower_cache.shard_path(out, split, k))
+  size = sum(epath.Path(tower_cache.shard_path(out, split, k)).stat().length
              for k in range(info["num_shards"]))
   return SplitSummary(split, n, written, info["num_shards"] - len(todo),
                       time.perf_counter() - t0, size)
@@ -213,14 +214,14 @@ def _dataset_splits(data_dir: str) -> list[str]:
 
 def _clear(out: str) -> None:
   """--overwrite: removes a previous cache's files (its meta and split folders) only."""
-  if not os.path.isdir(out):
+  root = epath.Path(out)
+  if not root.is_dir():
     return
-  for name in os.listdir(out):
-    path = os.path.join(out, name)
-    if os.path.isdir(path) and os.path.exists(os.path.join(path, tower_cache.SPLIT_FILE)):
-      shutil.rmtree(path)
-  if os.path.exists(os.path.join(out, tower_cache.META_FILE)):
-    os.remove(os.path.join(out, tower_cache.META_FILE))
+  for path in root.iterdir():
+    if path.is_dir() and (path / tower_cache.SPLIT_FILE).exists():
+      path.rmtree()
+  if (root / tower_cache.META_FILE).exists():
+    (root / tower_cache.META_FILE).unlink()
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -253,7 +254,7 @@ def make_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> list[SplitSummary]:
   if args.batch_size < 1 or args.shard_size < 1:
     raise ValueError("--batch_size and --shard_size must be >= 1")
-  out = os.path.abspath(args.out)
+  out = str(checkpoint.as_path(args.out))  # local (made absolute) or gs://
   towers = load_towers(args.towers, args.compute_dtype)
   num_frames = args.num_frames or int(towers.cfg.data.num_frames)
   if num_frames > towers.config.max_frames:
@@ -297,7 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rate = s.written / s.seconds if s.seconds else 0.0
     print(f"{s.split}: {s.records} records, {s.written} computed now ({rate:.1f}/s), "
           f"{s.skipped_shards} shards already done, {s.bytes / 1e6:.1f} MB in "
-          f"{os.path.join(os.path.abspath(args.out), s.split)}")
+          f"{checkpoint.as_path(args.out) / s.split}")
   return 0
 
 

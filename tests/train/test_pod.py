@@ -25,6 +25,7 @@ import time
 import jax
 import numpy as np
 import pytest
+from etils import epath
 
 from hawk_jax.models.params import param_shardings
 from hawk_jax.sharding import DEFAULT_RULES, make_mesh
@@ -80,9 +81,13 @@ def _run(cmd, devices=None) -> subprocess.CompletedProcess:
 
 
 def _metrics(workdir) -> dict[int, dict]:
-  with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
-    recs = [json.loads(line) for line in f]
+  recs = [json.loads(line) for line in (epath.Path(workdir) / "metrics.jsonl").read_text()
+          .splitlines()]
   return {r["step"]: r for r in recs if "loss" in r}
+
+
+def _result(workdir) -> dict:
+  return json.loads((epath.Path(workdir) / "result.json").read_text())
 
 
 def _params(workdir, step=None):
@@ -103,8 +108,7 @@ def _assert_same_run(one, pod, steps: int, held_out: bool):
     for key in ("loss", "grad_norm"):
       assert abs(m1[step][key] - m2[step][key]) <= 1e-6 * max(1.0, abs(m1[step][key])), \
           (step, key, m1[step][key], m2[step][key])
-  r1 = json.loads(open(os.path.join(one, "result.json")).read())
-  r2 = json.loads(open(os.path.join(pod, "result.json")).read())
+  r1, r2 = _result(one), _result(pod)
   if held_out:
     assert r1["eval_loss"] is not None and abs(r1["eval_loss"] - r2["eval_loss"]) <= 1e-6
   else:
@@ -113,11 +117,13 @@ def _assert_same_run(one, pod, steps: int, held_out: bool):
 
 
 @pytest.fixture(scope="module")
-def runs(data, tmp_path_factory):
+def runs(data, tmp_path_factory, gcs_bucket):
   """Stage 1 on 1x4 and on 2x2, then stage 2 on each from the 2x2 stage 1 (init.from_stage of
-  a checkpoint written by two processes, read by one and by two)."""
+  a checkpoint written by two processes, read by one and by two). The 2x2 stage 2 writes to a
+  bucket, as a pod does (the local GCS emulator, tests/gcs_emulator.py)."""
   root = tmp_path_factory.mktemp("pod")
-  w = {name: root / name for name in ("s1_1x4", "s1_2x2", "s2_1x4", "s2_2x2")}
+  w = {name: root / name for name in ("s1_1x4", "s1_2x2", "s2_1x4")}
+  w["s2_2x2"] = f"{gcs_bucket}/pod-{os.getpid()}-{time.time_ns()}/s2_2x2"
   _run(_train_cmd(1, w["s1_1x4"], data["captions"], distributed=False), devices=4)
   pod = _run(_pod(2, 2, _train_cmd(1, w["s1_2x2"], data["captions"])))
   stage2 = [f"--config.init.from_stage={w['s1_2x2']}", f"--config.train.num_steps={STAGE2_STEPS}"]
