@@ -19,6 +19,7 @@ from absl import flags
 from hawk_jax import compile_cache, distributed
 from hawk_jax.stage_config import add_config_arguments, parse_args_with_config
 from hawk_jax.train.loop import Preempted, train_stage
+from hawk_jax.workdir import WorkdirError
 
 # After a SIGTERM the run saves a checkpoint and exits with 143 (128 + SIGTERM, what a process
 # ended by that signal reports): the checkpoint is complete, but the stage is not finished, so
@@ -56,6 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   except Preempted as e:
     print(e, flush=True)
     return PREEMPTED_EXIT
+  except WorkdirError as e:  # a workdir that cannot be read: one line, no traceback
+    print(f"error: {e}", file=sys.stderr, flush=True)
+    return 2
   print(f"stage {cfg.stage}: steps={r.steps} first_loss={r.first_loss} "
         f"last_loss={r.last_loss} eval_loss={r.eval_loss} workdir={r.workdir}")
   return 0

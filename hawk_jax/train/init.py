@@ -38,6 +38,7 @@ def initialize(config: HawkConfig, cfg, mesh, rules
 
   prev = cfg.init.get("from_stage", "")
   if prev:
+    check_from_stage(prev)
     read = dict(config=config, shardings=shardings)
     # Frozen towers: exactly those the previous stage trained with, or those that
     # `python -m hawk_jax.convert from-torch` converted from pretrained files.
@@ -63,6 +64,20 @@ def initialize(config: HawkConfig, cfg, mesh, rules
       for k in _groups(loaded.params):
         sources[k] = f"stage checkpoint {prev} step {loaded.step}"
   return params, shardings, sources, frozen_from
+
+
+def check_from_stage(prev: str) -> None:
+  """A mistyped `init.from_stage` is an error naming it, never a run from random towers; and a
+  read creates nothing (no folder appears at the mistyped path)."""
+  try:
+    workdir_lib.read_config(prev)
+  except workdir_lib.WorkdirError as e:
+    raise workdir_lib.WorkdirError(f"config.init.from_stage: {e}") from None
+  if not (workdir_lib.has_frozen_params(prev) or workdir_lib.checkpoint_steps(prev)):
+    raise workdir_lib.WorkdirError(
+        f"config.init.from_stage={prev}: holds neither frozen towers (frozen/ or "
+        f"frozen_ref.json) nor a finished trainable checkpoint; point it at a trained stage or "
+        f"at a workdir written by `python -m hawk_jax.convert from-torch`")
 
 
 def _groups(tree) -> list[str]:

@@ -44,7 +44,7 @@ from hawk_jax.models.hawk import split_params
 from hawk_jax.models.params import count
 from hawk_jax.sharding import make_mesh
 from hawk_jax.train import data as train_data
-from hawk_jax.train.init import initialize
+from hawk_jax.train.init import check_from_stage, initialize
 from hawk_jax.train.metrics_log import MetricsWriter
 from hawk_jax.train.state import train_setup
 from hawk_jax.train.step import make_eval_step
@@ -157,6 +157,8 @@ def _train_stage(cfg, workdir, stop_after, progress, preemption) -> StageResult:
     raise ValueError(f"train.frozen={frozen_mode!r}: expected one of {FROZEN_MODES}")
   wd = checkpoint.as_path(workdir)
   workdir = str(wd)
+  if cfg.init.get("from_stage", ""):  # before anything is written: a typo leaves no trace
+    check_from_stage(cfg.init.from_stage)
   main = distributed.is_main_process()
   if main:
     wd.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ import time
 
 import jax
 import numpy as np
+import pytest
 
 from hawk_jax import checkpoint
 from hawk_jax.models.hawk import split_params
@@ -18,6 +19,7 @@ from hawk_jax.stage_config import load_config
 from hawk_jax.train.init import initialize
 from hawk_jax.train.loop import train_stage
 from hawk_jax.train.optim import make_optimizer
+from hawk_jax.workdir import WorkdirError
 from tests.support import FAST, ROOT, final_trainable, tiny_config
 
 
@@ -132,3 +134,29 @@ def test_optimizer_state_holds_nothing_for_frozen_parameters():
   # Adam's two moments per trainable parameter, plus step counters.
   assert 2 * n_train <= n_opt < 2 * n_train + 16
 
+
+
+def test_a_mistyped_from_stage_is_an_error_and_creates_nothing(data, tmp_path):
+  missing = tmp_path / "stage1_typo"
+  wd = tmp_path / "stage2"
+  cfg = tiny_config("stage2_finetune.py", data["hawk"], **{"init.from_stage": str(missing)})
+  with pytest.raises(WorkdirError, match=rf"init.from_stage: {missing}: no such workdir"):
+    train_stage(cfg, str(wd), progress=False)
+  assert not missing.exists() and not wd.exists()
+  # A workdir with a config but neither towers nor a checkpoint is no starting point either.
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  (empty / "config.json").write_text(cfg.to_json())
+  cfg = tiny_config("stage2_finetune.py", data["hawk"], **{"init.from_stage": str(empty)})
+  with pytest.raises(WorkdirError, match="holds neither frozen towers"):
+    train_stage(cfg, str(wd), progress=False)
+  # The command line says it in one line and exits 2.
+  out = subprocess.run(
+      [sys.executable, "-m", "hawk_jax.train", "--config",
+       f"{ROOT / 'configs/stage2_finetune.py'}:size=tiny", "--workdir", str(wd),
+       f"--config.data.dir={data['hawk']}", f"--config.init.from_stage={missing}"],
+      capture_output=True, text=True, timeout=300)
+  assert out.returncode == 2 and "Traceback" not in out.stderr
+  assert out.stderr.strip().splitlines()[-1] == (
+      f"error: config.init.from_stage: {missing}: no such workdir")
+  assert not missing.exists() and not wd.exists()
