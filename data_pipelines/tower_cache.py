@@ -55,6 +55,8 @@ from typing import Any, Iterable
 import numpy as np
 from etils import epath
 
+from hawk_jax.tensor_files import is_remote
+
 FORMAT_VERSION = 1
 META_FILE = "tower_cache.json"
 SPLIT_FILE = "split.json"
@@ -182,14 +184,10 @@ def decode_record(data: bytes, dtype: str, where: str = "cache record") -> dict[
 # directly (JSON) or uploaded from a finished local file (shards: ArrayRecord writes local
 # files only). Shards on gs:// are read by ArrayRecord itself, which reads gs:// natively.
 
-def _is_remote(path) -> bool:
-  return "://" in os.fspath(path)
-
-
 def _abs(path) -> str:
   """A folder as stored in split.json: gs:// as it is, a local path made absolute."""
   path = os.fspath(path)
-  return path if _is_remote(path) else os.path.abspath(path)
+  return path if is_remote(path) else os.path.abspath(path)
 
 
 def split_dir(cache_dir: str, split: str) -> str:
@@ -205,7 +203,7 @@ def num_shards(num_records: int, shard_size: int) -> int:
 
 
 def _write_text_atomic(path: str, text: str) -> None:
-  if _is_remote(path):
+  if is_remote(path):
     epath.Path(path).write_text(text, encoding="utf-8")
     return
   tmp = f"{path}.tmp-{os.getpid()}"
@@ -289,7 +287,7 @@ def write_shard(path: str, records: Iterable[bytes]) -> int:
   """Writes encoded records to `path` atomically (a local temp file, renamed into place or,
   for gs://, uploaded when complete)."""
   from array_record.python.array_record_module import ArrayRecordWriter
-  remote = _is_remote(path)
+  remote = is_remote(path)
   tmp_dir = tempfile.mkdtemp(prefix="hawk_tower_cache_") if remote else None
   tmp = (os.path.join(tmp_dir, epath.Path(path).name) if remote
          else f"{path}.tmp-{os.getpid()}")

@@ -38,17 +38,15 @@ def as_path(path) -> epath.Path:
   return p if str(p).startswith("gs://") else epath.Path(os.path.abspath(str(p)))
 
 
-_abs = as_path
-
 
 def write_config(workdir, cfg: ml_collections.ConfigDict) -> None:
-  path = _abs(workdir) / "config.json"
+  path = as_path(workdir) / "config.json"
   path.parent.mkdir(parents=True, exist_ok=True)
   path.write_text(cfg.to_json_best_effort(indent=2))
 
 
 def read_config(workdir) -> ml_collections.ConfigDict:
-  path = _abs(workdir) / "config.json"
+  path = as_path(workdir) / "config.json"
   if not path.exists():
     raise FileNotFoundError(f"{path}: no config.json — is {workdir} a hawk-jax workdir?")
   return ml_collections.ConfigDict(json.loads(path.read_text()))
@@ -56,19 +54,19 @@ def read_config(workdir) -> ml_collections.ConfigDict:
 
 def save_params(directory, params) -> None:
   """One-shot save of a parameter tree (frozen towers, or a full inference model)."""
-  path = _abs(directory)
+  path = as_path(directory)
   with ocp.StandardCheckpointer() as ckptr:
     ckptr.save(path, params, force=True)
 
 
 def has_params(directory) -> bool:
-  return _abs(directory).exists()
+  return as_path(directory).exists()
 
 
 def saved_shapes(directory) -> Any:
   """The tree stored in a parameter folder (`save_params`, or a checkpoint step's
   `trainable`), as ShapeDtypeStructs, from its metadata alone."""
-  path = _abs(directory)
+  path = as_path(directory)
   if not path.exists():
     raise FileNotFoundError(f"{path}: no saved parameters")
   # Orbax warns that a bare item folder has no step metadata; that is expected here.
@@ -91,7 +89,7 @@ def restore_params(directory, target) -> Any:
   `target` is a tree of ShapeDtypeStructs, the whole stored tree or any part of it; each leaf
   is read straight onto its `sharding` (none: the first local device) and cast to its dtype,
   so a 7B tower lands sharded on a mesh without passing through one host's memory."""
-  path = _abs(directory)
+  path = as_path(directory)
   if not path.exists():
     raise FileNotFoundError(f"{path}: no saved parameters")
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
@@ -120,7 +118,7 @@ def frozen_dir(workdir) -> str:
     FileNotFoundError: a reference to a workdir without frozen parameters; names both paths.
     ValueError: a cycle of references, or a `frozen_ref.json` without a "workdir" string.
   """
-  wd = _abs(workdir)
+  wd = as_path(workdir)
   chain = [wd]
   while True:
     own = wd / "frozen"
@@ -144,7 +142,7 @@ def frozen_dir(workdir) -> str:
     # Written absolute; a hand-written relative path is taken from the referring workdir.
     if not (target.startswith("gs://") or os.path.isabs(target)):
       target = str(wd / target)
-    wd = _abs(target)
+    wd = as_path(target)
     if wd in chain:
       raise ValueError(f"{FROZEN_REF} references form a cycle: "
                        + " -> ".join(str(p) for p in chain + [wd]))
@@ -158,14 +156,14 @@ def write_frozen_ref(workdir, source_workdir) -> str:
   The reference names the workdir that actually holds `frozen/` (a chain is flattened), so
   an intermediate stage that only referred to it may be deleted later.
   """
-  wd = _abs(workdir)
+  wd = as_path(workdir)
   if (wd / "frozen").exists():
     raise FileExistsError(f"{wd / 'frozen'} exists; a workdir holds frozen/ or {FROZEN_REF}, "
                           "never both")
   src = frozen_dir(source_workdir)
   if not has_params(src):
     raise FileNotFoundError(f"{src}: no frozen parameters for {wd / FROZEN_REF} to refer to")
-  holder = _abs(src).parent
+  holder = as_path(src).parent
   if holder == wd:
     raise ValueError(f"{wd / FROZEN_REF} cannot refer to {wd} itself")
   wd.mkdir(parents=True, exist_ok=True)
@@ -180,7 +178,7 @@ class TrainCheckpoints:
   """CheckpointManager over (trainable, opt_state, data iterator, meta)."""
 
   def __init__(self, directory, keep: int = 2, async_save: bool = True):
-    self.directory = _abs(directory)
+    self.directory = as_path(directory)
     self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,

@@ -24,7 +24,8 @@ import numpy as np
 from etils import epath
 
 
-def _is_remote(path) -> bool:
+def is_remote(path) -> bool:
+  """Whether `path` is an object-store URL (gs://...) rather than a local path."""
   return "://" in os.fspath(path)
 
 
@@ -33,7 +34,7 @@ def local_path_for(path) -> Iterator[str]:
   """A local path to write the file or folder `path` through: `path` itself when it is local;
   for gs:// a path in a temporary folder whose file (or folder tree) is copied to `path` when
   the block ends without an error, then deleted. Each file appears on gs:// whole."""
-  if not _is_remote(path):
+  if not is_remote(path):
     yield os.fspath(path)
     return
   tmp = tempfile.mkdtemp(prefix="hawk_upload_")
@@ -49,7 +50,7 @@ def local_path_for(path) -> Iterator[str]:
 def local_copy_of(path) -> Iterator[str]:
   """A local path to read the file `path` from: `path` itself when it is local; for gs:// a
   temporary copy, deleted when the block ends."""
-  if not _is_remote(path):
+  if not is_remote(path):
     yield os.fspath(path)
     return
   tmp = tempfile.mkdtemp(prefix="hawk_download_")
@@ -92,7 +93,7 @@ def load_torch_file(path: str, keep_bf16: bool = False) -> dict:
   if not epath.Path(path).exists():
     raise FileNotFoundError(f"{path}: no such file")
   try:
-    if _is_remote(path):
+    if is_remote(path):
       with epath.Path(path).open("rb") as f:
         obj = torch.load(f, map_location="cpu", weights_only=True)
     else:

@@ -12,8 +12,8 @@ host's memory.
 from __future__ import annotations
 
 import logging
-import os
 
+from hawk_jax import checkpoint
 from hawk_jax import workdir as workdir_lib
 from hawk_jax.models.model_config import HawkConfig
 from hawk_jax.models.params import param_shardings, random_params
@@ -48,8 +48,8 @@ def initialize(config: HawkConfig, cfg, mesh, rules
       frozen = workdir_lib.load_params(prev, parts=("frozen",), **read).params
       params = _merge_over(params, frozen)
       prev_frozen = workdir_lib.frozen_params_dir(prev)
-      base = prev if prev.startswith("gs://") else os.path.abspath(prev)
-      where = "" if prev_frozen == f"{base.rstrip('/')}/frozen" else f" (in {prev_frozen})"
+      own = str(checkpoint.as_path(prev) / "frozen")
+      where = "" if prev_frozen == own else f" (in {prev_frozen})"
       for k in _groups(frozen):
         sources[k] = f"frozen towers of {prev}{where}"
       frozen_from = prev

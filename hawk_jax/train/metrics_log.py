@@ -20,12 +20,10 @@ import uuid
 
 from etils import epath
 
+from hawk_jax.tensor_files import is_remote
+
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
-
-
-def _is_remote(path) -> bool:
-  return "://" in os.fspath(path)
 
 
 class MetricsWriter:
@@ -33,7 +31,7 @@ class MetricsWriter:
     self.enabled = enabled
     self._tb = None
     self._jsonl = None
-    self._remote = epath.Path(workdir) if enabled and _is_remote(workdir) else None
+    self._remote = epath.Path(workdir) if enabled and is_remote(workdir) else None
     self._sync_secs = sync_secs
     self._last_sync = time.monotonic()
     self._synced: dict[str, tuple[int, int]] = {}  # local file -> (size, mtime_ns) uploaded
