@@ -83,16 +83,18 @@ def run(args, pipeline_args: list[str]) -> extract.Summary:
   beam_options = PipelineOptions([f"--runner={args.runner}", *pipeline_args])
   options = extract.options_from_args(args)
   splits, skipped = extract.read_inputs(args)
+  videos = sorted({e.video_path for entries in splits.values() for e in entries})
+  extract.check_output(args.out_dir, len(videos), options)
   out_dir = epath.Path(args.out_dir)
   cache_dir = out_dir / "cache"
   cache_dir.mkdir(parents=True, exist_ok=True)
 
-  videos = sorted({e.video_path for entries in splits.values() for e in entries})
   statuses = extract_videos(videos, options, os.fspath(cache_dir), beam_options)
   good, empty = extract.partition(splits, statuses, skipped)
   summary = extract.Summary(ok={}, skipped=skipped, dataset_dir=None,
                             computed=sum(r["status"] == "done" for r in statuses.values()),
-                            reused=sum(r["status"] == "cached" for r in statuses.values()))
+                            reused=sum(r["status"] == "cached" for r in statuses.values()),
+                            short=extract.short_videos(splits, statuses, options))
   builder = None
   if good:
     builder, _ = extract._write_dataset(builders.BUILDERS[args.source], good, options,

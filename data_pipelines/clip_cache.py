@@ -5,7 +5,10 @@ stored as one `.npz` shard in the cache folder, keyed by the video path, its siz
 and the extraction options, so a changed file or changed options are recomputed and nothing
 stale is reused. A failure is stored as a `.skip.json` with its reason (a corrupt file stays
 corrupt until it changes, which changes the key). Writes go to a temporary name and are
-renamed into place, so a killed worker never leaves a half-written shard behind.
+renamed into place, so a killed worker never leaves a half-written shard behind. Both kinds
+keep the video's real frame count (the shard's `num_source_frames`; `num_source_frames` in a
+`.skip.json` refusing a short video), so a rerun served from the cache still names the videos
+shorter than the frames asked for.
 """
 from __future__ import annotations
 
@@ -129,6 +132,14 @@ def load_visual(path: str) -> dict[str, Any]:
     }
 
 
+def shard_num_source_frames(path: str) -> int:
+  """The source video's real frame count stored in a shard, reading that member only (an
+  .npz is a zip: its directory and one small entry, not the frames)."""
+  from etils import epath
+  with epath.Path(path).open("rb") as f, np.load(f, allow_pickle=False) as z:
+    return int(z["num_source_frames"])
+
+
 def extract_visual(video_path: str, options: ExtractOptions) -> dict[str, Any]:
   """Decode + motion + JPEG/PNG encoding of one video (no cache)."""
   clip = motion_lib.extract(video_path, num_frames=options.num_frames, size=options.size,
@@ -142,26 +153,31 @@ def extract_visual(video_path: str, options: ExtractOptions) -> dict[str, Any]:
 def cached_status(video_path: str, options: ExtractOptions, cache_dir: str) -> dict[str, Any]:
   """What the cache knows about a video, computing nothing.
 
-  Returns {"status": "cached" | "skipped" | "unknown", "reason": str, "key": str | None}.
+  Returns {"status": "cached" | "skipped" | "unknown", "reason": str, "key": str | None,
+  "num_source_frames": int | None} (the video's real frame count where known, so a rerun can
+  still name short videos).
   """
   try:
     key = cache_key(video_path, options)
   except video_lib.VideoError as e:
-    return {"status": "skipped", "reason": e.reason, "key": None}
+    return {"status": "skipped", "reason": e.reason, "key": None, "num_source_frames": None}
   ok_path, skip_path = shard_paths(cache_dir, key)
   from etils import epath
   if epath.Path(ok_path).exists():
-    return {"status": "cached", "reason": "", "key": key}
+    return {"status": "cached", "reason": "", "key": key,
+            "num_source_frames": shard_num_source_frames(ok_path)}
   if epath.Path(skip_path).exists():
-    reason = json.loads(epath.Path(skip_path).read_text())["reason"]
-    return {"status": "skipped", "reason": reason, "key": key}
-  return {"status": "unknown", "reason": "not extracted", "key": key}
+    skip = json.loads(epath.Path(skip_path).read_text())
+    return {"status": "skipped", "reason": skip["reason"], "key": key,
+            "num_source_frames": skip.get("num_source_frames")}
+  return {"status": "unknown", "reason": "not extracted", "key": key, "num_source_frames": None}
 
 
 def process_video(video_path: str, options: ExtractOptions, cache_dir: str) -> dict[str, Any]:
   """Makes sure a video's shard exists; never raises for bad input.
 
-  Returns {"status": "cached" | "done" | "skipped", "reason": str, "key": str | None}.
+  Returns {"status": "cached" | "done" | "skipped", "reason": str, "key": str | None,
+  "num_source_frames": int | None} (as cached_status).
   """
   status = cached_status(video_path, options, cache_dir)
   if status["status"] != "unknown":
@@ -171,13 +187,16 @@ def process_video(video_path: str, options: ExtractOptions, cache_dir: str) -> d
   try:
     visual = extract_visual(video_path, options)
   except video_lib.VideoError as e:
-    _write_atomic(skip_path, json.dumps({"video": str(video_path), "reason": e.reason}).encode())
-    return {"status": "skipped", "reason": e.reason, "key": key}
+    _write_atomic(skip_path, json.dumps({"video": str(video_path), "reason": e.reason,
+                                         "num_source_frames": e.num_source_frames}).encode())
+    return {"status": "skipped", "reason": e.reason, "key": key,
+            "num_source_frames": e.num_source_frames}
   except Exception as e:  # noqa: BLE001 — one bad video must never stop the job
     reason = f"failed to decode: {type(e).__name__}: {e}"
-    return {"status": "skipped", "reason": reason, "key": key}
+    return {"status": "skipped", "reason": reason, "key": key, "num_source_frames": None}
   save_visual(ok_path, visual)
-  return {"status": "done", "reason": "", "key": key}
+  return {"status": "done", "reason": "", "key": key,
+          "num_source_frames": int(visual["num_source_frames"])}
 
 
 def get_visual(video_path: str, options: ExtractOptions, cache_dir: str | None) -> dict[str, Any]:

@@ -11,7 +11,12 @@ each distinct video in a process pool (tqdm progress), each result cached as a s
 `{out_dir}/{hawk_anomaly|video_captions}/{config}/1.0.0` from the shards. A rerun after an
 interruption reuses every finished shard, and reuses the written dataset when it already holds
 exactly the good entries. Bad inputs are skipped, named with their reason on stdout and in
-`{out_dir}/skipped.jsonl`, and counted; the summary ends with `ok=<int> skipped=<int>`.
+`{out_dir}/skipped.jsonl`, and counted; the summary ends with `ok=<int> skipped=<int>`. Videos
+with fewer frames than --num_frames are named too (`short ...` lines): kept with repeated
+frames (--short_policy repeat), kept with fewer frames (released) or skipped (skip). Before any
+video is decoded the job checks that it can write (a probe file in --out_dir and its cache, or
+for a gs:// --out_dir in the local staging folder) and that the free space there holds a
+rough estimate of what it writes, and stops with exit status 2 naming the folder if not.
 --out_dir, --videos_dir and the annotation files may be gs:// (etils.epath): videos are copied
 to a local temp file to decode, shards are cached on gs://, and the dataset is written locally
 and then uploaded (ArrayRecord writes local files only).
@@ -26,6 +31,7 @@ import dataclasses
 import json
 import multiprocessing
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -44,6 +50,8 @@ class Summary:
   reused: int = 0                          # videos whose shard already existed
   bytes_per_sample: float = 0.0
   seconds: float = 0.0
+  # Entries whose video has fewer real frames than asked (short_videos).
+  short: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
   @property
   def num_ok(self) -> int:
@@ -200,6 +208,73 @@ def partition(splits, statuses, skipped):
   return {s: entries for s, entries in good.items() if entries}, empty
 
 
+def short_videos(splits, statuses, options: clip_cache.ExtractOptions) -> list[dict[str, Any]]:
+  """One dict per entry whose video has 2 <= real frames < num_frames (fewer than 2 is a bad
+  video, named as skipped): split, where, video, frames (real), asked, and what was done —
+  "repeated", "released" (kept with its fewer frames) or "skipped" (short_policy skip)."""
+  short = []
+  for split, entries in splits.items():
+    for e in entries:
+      status = statuses[e.video_path]
+      frames = status.get("num_source_frames")
+      if frames is None or not 2 <= frames < options.num_frames:
+        continue
+      action = ("skipped" if status["status"] == "skipped" else
+                "released" if options.short_policy == "released" else "repeated")
+      short.append({"split": split, "where": e.where, "video": e.video, "frames": frames,
+                    "asked": options.num_frames, "action": action})
+  return short
+
+
+# Rough size of one sampled frame in a record or a cache shard (its JPEG plus its PNG motion
+# weight): about 0.4 byte per pixel (32 frames at 224 px make ~0.6 MB, data_pipelines/
+# tower_cache.py) plus the two images' headers. Only good enough to catch a disk that clearly
+# cannot take the job.
+_BYTES_PER_PIXEL, _BYTES_PER_FRAME = 0.4, 1000
+
+
+def estimate_bytes_per_sample(options: clip_cache.ExtractOptions) -> float:
+  return options.num_frames * (options.size ** 2 * _BYTES_PER_PIXEL + _BYTES_PER_FRAME)
+
+
+def _size(n: float) -> str:
+  unit, scale = next((u, s) for u, s in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3), ("B", 1))
+                     if n >= s or s == 1)
+  return f"{n / scale:.1f} {unit}"
+
+
+def check_output(out_dir: str, num_videos: int, options: clip_cache.ExtractOptions) -> None:
+  """Fails before any video is decoded when the job cannot write its output: a probe file in
+  out_dir and its cache folder (for a gs:// out_dir, in the local folder the dataset is staged
+  in, tempfile.gettempdir(); gs:// itself reports its own errors), then the free space there
+  against a rough estimate: a shard per video not cached yet plus the dataset (for gs://, the
+  staged dataset only). Raises ValueError naming the folder."""
+  out_dir = os.fspath(out_dir)
+  remote = "://" in out_dir
+  folders = [tempfile.gettempdir()] if remote else [out_dir, os.path.join(out_dir, "cache")]
+  for folder in folders:
+    try:
+      os.makedirs(folder, exist_ok=True)
+      fd, probe = tempfile.mkstemp(prefix=".write_probe-", dir=folder)
+      os.close(fd)
+      os.remove(probe)
+    except OSError as e:
+      raise ValueError(f"{folder}: cannot write there ({e.strerror or e}); make it writable or "
+                       f"pick another --out_dir") from e
+  per_sample = estimate_bytes_per_sample(options)
+  if remote:
+    needed, what = per_sample * num_videos, "the dataset staged before its upload"
+  else:
+    cached = sum(n.endswith(".npz") for n in os.listdir(folders[1]))
+    needed = per_sample * (max(num_videos - cached, 0) + num_videos)
+    what = f"a cache shard per video not cached yet ({cached} are) plus the dataset"
+  free = shutil.disk_usage(folders[0]).free
+  if needed > free:
+    raise ValueError(f"{folders[0]}: not enough free space: about {_size(needed)} needed "
+                     f"({num_videos} videos x ~{_size(per_sample)} per sample at --num_frames "
+                     f"{options.num_frames} --size {options.size}; {what}), {_size(free)} free")
+
+
 def finish(summary: Summary, builder, good, empty, out_dir) -> Summary:
   """Fills the counts and sizes from the written dataset and writes skipped.jsonl."""
   from etils import epath
@@ -222,17 +297,19 @@ def run(args: argparse.Namespace) -> Summary:
   start = time.time()
   options = options_from_args(args)
   splits, skipped = read_inputs(args)
+  videos = sorted({e.video_path for entries in splits.values() for e in entries})
+  check_output(args.out_dir, len(videos), options)
   out_dir = epath.Path(args.out_dir)
   cache_dir = out_dir / "cache"
   cache_dir.mkdir(parents=True, exist_ok=True)
 
-  videos = sorted({e.video_path for entries in splits.values() for e in entries})
   statuses = extract_videos(videos, options, os.fspath(cache_dir), args.workers,
                             progress=not args.no_progress)
   good, empty = partition(splits, statuses, skipped)
   summary = Summary(ok={}, skipped=skipped, dataset_dir=None,
                     computed=sum(r["status"] == "done" for r in statuses.values()),
-                    reused=sum(r["status"] == "cached" for r in statuses.values()))
+                    reused=sum(r["status"] == "cached" for r in statuses.values()),
+                    short=short_videos(splits, statuses, options))
   builder = None
   if good:
     builder, _ = _write_dataset(builders.BUILDERS[args.source], good, options,
@@ -247,6 +324,12 @@ def format_summary(summary: Summary) -> str:
   for s in summary.skipped:
     video = f" ({s['video']})" if s["video"] else ""
     lines.append(f"skipped [{s['split']}] {s['where']}{video}: {s['reason']}")
+  for s in summary.short:
+    done = {"repeated": "kept with repeated frames",
+            "released": f"kept with its {s['frames']} frames (--short_policy released)",
+            "skipped": "skipped (--short_policy skip)"}[s["action"]]
+    lines.append(f"short [{s['split']}] {s['where']} ({s['video']}): {s['frames']} real frames, "
+                 f"{s['asked']} asked: {done}")
   lines.append(f"videos: {summary.computed} extracted, {summary.reused} reused from cache")
   if summary.dataset_dir:
     lines.append(f"dataset: {summary.dataset_dir}")

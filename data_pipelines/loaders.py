@@ -30,6 +30,12 @@ Per training example (fixed shapes; int32 text arrays, right-padded with the pad
                       -100 elsewhere, aligned with the inputs (the model shifts)
   ml_input_ids, ml_attention_mask, ml_visual_mask, ml_labels   [ml_max_len]
                       the motion-language pass [BOS][num_visual_tokens/2 motion][motion text]
+  records_skipped     int32 (one per row, host-side: NOT in `batch_spec`, never sent to a
+                      device) 1 where the row's record could not make a prompt (stage 1: no
+                      caption and no description; stage 2: no QA and no description; or
+                      unreadable qa_json) and the next record of the split that can took its
+                      place, else 0. Summed over steps it counts skipped records (each once per
+                      epoch); each is also named once per process in a WARNING log.
 With `frame_tokens_dir` (a cache written by `python -m hawk_jax.train.write_tower_cache`, see
 data_pipelines/tower_cache.py) `frames` and `motion` are instead the frozen towers' output
 for the unaugmented frames, float32 [T, Qi, Hq] per stream, and no pixel is decoded; every
@@ -50,6 +56,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 from typing import Any, Iterator, Sequence
 
@@ -63,11 +70,17 @@ from hawk_jax.text import motion_text as motion_text_lib
 from hawk_jax.text import prompts
 from hawk_jax.text.caption import normalize_caption
 
+log = logging.getLogger("data_pipelines.loaders")
+
 CROP_SCALE = (0.5, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
 STAGES = (1, 2)
 # Random streams of one example, so that adding a draw to one never shifts another.
 _CROP_STREAM, _SWAP_STREAM, _MOTION_CROP_STREAM = 0, 1, 2
+# The per-row count of skipped records in a training batch (see the module docstring), and
+# the key under which a raw record carries it from _PromptableRecords to TrainTransform.
+SKIPPED_FIELD = "records_skipped"
+_SKIPPED_KEY = "_hawk_records_skipped"
 
 
 # ------------------------------------------------------------------------------ video ops
@@ -203,9 +216,9 @@ class TrainExamples:
   augment: bool = True           # RandomResizedCrop (training only; never on cached tokens)
   shared_crop: bool = True       # False: the motion stream gets its own crop, as released
   description_swap_probability: float = 0.5
-  # "auto": spaCy with en_core_web_sm if installed, else the offline parser; resolved once
-  # by make_train_dataset.
-  motion_text_backend: str = "auto"
+  # The motion-text parser, "rules" or "spacy" (config data.motion_text_backend; checked
+  # once by make_train_dataset: spaCy that is not installed is an error, not a fallback).
+  motion_text_backend: str = "rules"
   # A tower cache of the dataset (python -m hawk_jax.train.write_tower_cache): frames and
   # motion are then its cached frame tokens, float32 [T, Qi, Hq], and augment must be False.
   frame_tokens_dir: str = ""
@@ -233,7 +246,9 @@ class TrainExamples:
   def batch_spec(self, batch_size: int, frame_token_shape: tuple[int, int] | None = None
                  ) -> dict[str, jax.ShapeDtypeStruct]:
     """Shapes and dtypes of a batch of `batch_size` examples (the module docstring's layout).
-    With a tower cache, `frame_token_shape` is the cached (Qi, Hq) per frame."""
+    With a tower cache, `frame_token_shape` is the cached (Qi, Hq) per frame. The loader's
+    batches also carry SKIPPED_FIELD, a host-side counter the step never takes, so it is not
+    part of the spec (the training loop moves only the spec's keys to the devices)."""
     t, s = self.num_frames, self.image_size
     if self.frame_tokens_dir:
       if frame_token_shape is None:
@@ -279,7 +294,8 @@ class TrainTransform:
       texts = self._text_arrays(decoded, timestamps, index)
     except ValueError as e:
       raise ValueError(f"record {decoded['video']!r}: {e}") from e
-    return {"frames": frames, "motion": motion, **texts}
+    return {"frames": frames, "motion": motion, **texts,
+            SKIPPED_FIELD: np.int32(raw.get(_SKIPPED_KEY, 0))}
 
   def _text_arrays(self, decoded, timestamps, index) -> dict[str, np.ndarray]:
     ex, tok, pad = self.examples, self.tokenizer, self.tokenizer.pad_id
@@ -302,6 +318,73 @@ class TrainTransform:
                                                ex.max_text_tokens)
     return {**_padded(prompt, ex.max_len, pad),
             **_padded(ml_prompt, ex.ml_max_len, pad, prefix="ml_")}
+
+
+def prompt_problem(raw: dict[str, Any], stage: int) -> str:
+  """Why a raw record cannot make a training prompt of `stage` ('' when it can), from its text
+  fields alone (no pixel decoded): the cases where TrainTransform would raise."""
+  description = _text_field(raw, "description")
+  try:
+    qa = json.loads(_text_field(raw, "qa_json") or "[]")
+  except json.JSONDecodeError as e:  # decode_record parses it whatever the stage
+    return f"qa_json is not JSON ({e})"
+  if stage == 1:
+    return "" if _text_field(raw, "caption") or description else \
+        "neither caption nor description (stage 1 trains on one of them)"
+  if not isinstance(qa, list):
+    return f"qa_json holds a {type(qa).__name__}, not a list of QA pairs"
+  try:
+    for pair in qa:
+      for key in ("q", "a"):
+        prompts.qa_field(pair, key)
+  except ValueError as e:
+    return str(e)
+  return "" if qa or description else \
+      "neither QA pairs nor a description (stage 2 trains on one of them)"
+
+
+# Records already named in a warning by this process: (where, stage, video).
+_WARNED: set[tuple[str, int, str]] = set()
+
+
+class _PromptableRecords:
+  """Random access to a split where a record that cannot make a prompt (`prompt_problem`) is
+  replaced by the next one that can (i+1, i+2, ... wrapping), marked `_SKIPPED_KEY` = 1.
+
+  Substituting rather than filtering keeps the length, so batches stay full (static shapes),
+  element k of the shuffled stream stays a function of (seed, k) whatever the process count
+  or start_step, and the Grain iterator state is still just a position. Each skipped record is
+  named in a WARNING once per process. The constructor finds the first usable record, so a
+  split with none fails at once (ValueError naming `where`), not on the first batch."""
+
+  def __init__(self, source, stage: int, where: str):
+    self.source, self.stage, self.where = source, stage, where
+    for i in range(len(source)):
+      if not prompt_problem(source[i], stage):
+        return
+    raise ValueError(f"{where}: none of its {len(source)} records can make a stage-{stage} "
+                     f"training prompt (e.g. record 0: {prompt_problem(source[0], stage)})")
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def __getitem__(self, index):
+    index = int(index)
+    n = len(self.source)
+    raw = self.source[index]
+    problem = prompt_problem(raw, self.stage)
+    if not problem:
+      return raw
+    sub, candidate = index, raw
+    while prompt_problem(candidate, self.stage):  # ends: the constructor saw a usable record
+      sub = (sub + 1) % n
+      candidate = self.source[sub]
+    video = _text_field(raw, "video")
+    if (self.where, self.stage, video) not in _WARNED:
+      _WARNED.add((self.where, self.stage, video))
+      log.warning("%s: record %d (%s) skipped: %s; record %d takes its place", self.where,
+                  index, video, problem, sub)
+    return {**candidate, _SKIPPED_KEY: 1}
 
 
 # ------------------------------------------------------------------------------- loaders
@@ -371,8 +454,10 @@ def make_train_dataset(data_dir: str, examples: TrainExamples, tokenizer, *,
     source = tower_cache.open_joined(source, examples.frame_tokens_dir, split,
                                      num_frames=examples.num_frames,
                                      image_size=examples.image_size)
+  source = _PromptableRecords(source, examples.stage,
+                              f"{data_dir or 'the given source'}: split {split!r}")
   examples = dataclasses.replace(
-      examples, motion_text_backend=motion_text_lib.resolve_backend(examples.motion_text_backend))
+      examples, motion_text_backend=motion_text_lib.check_backend(examples.motion_text_backend))
   ds = grain.MapDataset.source(source)
   if shuffle:
     ds = ds.shuffle(seed=examples.seed)
@@ -407,6 +492,53 @@ def make_train_loader(data_dir: str, examples: TrainExamples, tokenizer, *, batc
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count,
                                                      per_worker_buffer_size=worker_buffer_size))
   return it
+
+
+def check_records_fit(data_dir: str, split: str = "train", *, motion_mode: str,
+                      num_frames: int, image_size: int) -> None:
+  """Raises ValueError, naming data_dir, the stored and configured values and the flag to
+  change, when the split's records do not fit a run's data config. Reads record 0 only (its
+  text field motion_mode, its number of stored frames and one decoded frame's size).
+
+  What must fit, from what the loader does with a record:
+  - motion mode, exactly: the loader uses the stored motion weights as they are, while
+    inference computes `data.motion` from the video, so another mode trains on other motion.
+  - frames, at least num_frames: select_frames samples num_frames uniformly from the stored
+    ones; from more it subsamples (as sampling the video would), from fewer it repeats frames
+    the model never sees repeated at inference.
+  - size, at least image_size: crop_and_resize resizes every frame to image_size anyway (the
+    crop does too); a smaller stored frame is upscaled, its detail lost for good.
+  A tower cache (frame_tokens_dir) is made from these records and checked against the run
+  itself (tower_cache.check_fits), so the same records check holds with it.
+  """
+  source = records.open_split(data_dir, split)
+  if len(source) == 0:
+    raise ValueError(f"{data_dir}: split {split!r} is empty")
+  raw = source[0]
+  stored_mode = _text_field(raw, "motion_mode")
+  stored_frames = len(raw["frames_jpeg"])
+  height, width = records.decode_jpeg(bytes(raw["frames_jpeg"][0])).shape[:2]
+  extract = "python -m data_pipelines.extract ..."
+  problems = []
+  if stored_mode and stored_mode != motion_mode:
+    problems.append(
+        f"the records hold {stored_mode!r} motion, the config asks for {motion_mode!r}: pass "
+        f"--config.data.motion={stored_mode} (the configs set it from the variant: released "
+        f"-> flow_mask, paper -> flow_soft), or re-extract with {extract} --motion {motion_mode}")
+  if stored_frames < num_frames:
+    problems.append(
+        f"the records hold {stored_frames} frames per video, the config asks for {num_frames} "
+        f"(the loader would repeat frames): pass --config.data.num_frames={stored_frames}, or "
+        f"re-extract with {extract} --num_frames {num_frames}")
+  if min(height, width) < image_size:
+    problems.append(
+        f"the records hold {height}x{width} frames, the config asks for {image_size} (the "
+        f"loader would upscale them): re-extract with {extract} --size {image_size}, or pass "
+        f"--config.data.image_size={min(height, width)} if the ViT takes that size "
+        f"(data.image_size follows model.vision.image_size)")
+  if problems:
+    raise ValueError(f"{data_dir} (split {split!r}, record 0 {_text_field(raw, 'video')!r}) "
+                     f"does not fit the config: " + "; ".join(problems))
 
 
 # ---------------------------------------------------------------------------- evaluation

@@ -14,6 +14,12 @@ Written layout (HAWK and WebVid layouts over the same clips):
   DIR/videos/synthetic/clip_0000.mp4 ...
   DIR/all_videos_train.json, DIR/all_videos_test.json   HAWK {"video","description","QA"}
   DIR/captions.csv                                      WebVid page_dir,videoid,name
+
+Rerunning into the same DIR with the same clip settings (seed, size, frames, fps; recorded in
+DIR/videos/synthetic/params.json) leaves the clips already there untouched, so their size and
+mtime, and with them pre-extraction's cache keys (data_pipelines/clip_cache.py), stay the same.
+A clip is written under a temporary name and renamed once complete, so a clip file under its
+own name is always whole; with other settings every clip is written again.
 """
 from __future__ import annotations
 
@@ -195,13 +201,42 @@ def _opposite(direction: str) -> str:
 
 
 def write_mp4(path: str, frames_rgb: np.ndarray, fps: float) -> None:
+  """Writes the clip to `path` whole or not at all: into a temporary name (ending in .mp4,
+  which OpenCV picks the container by) renamed into place once the writer is closed."""
   h, w = frames_rgb.shape[1:3]
-  writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+  tmp = f"{path[:-4] if path.endswith('.mp4') else path}{_TMP_MARK}{os.getpid()}.mp4"
+  writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
   if not writer.isOpened():
-    raise OSError(f"{path}: OpenCV cannot open an mp4v writer")
-  for frame in frames_rgb:
-    writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-  writer.release()
+    raise OSError(f"{path}: OpenCV cannot open an mp4v writer (on {tmp})")
+  try:
+    for frame in frames_rgb:
+      writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+  finally:
+    writer.release()
+  os.replace(tmp, path)
+
+
+_TMP_MARK = ".tmp-"
+_PARAMS_FILE = "params.json"
+
+
+def _keep_clips_made_with(clips_dir: str, params: dict) -> None:
+  """Leaves the clips in clips_dir that were made with `params` (recorded in params.json);
+  removes them all if made otherwise, then records `params` before any new clip is written,
+  so a later rerun never keeps a clip made with other settings. Temporary files a killed run
+  left are removed too."""
+  path = os.path.join(clips_dir, _PARAMS_FILE)
+  try:
+    with open(path, encoding="utf-8") as f:
+      same = json.load(f) == params
+  except (OSError, ValueError):
+    same = False
+  for name in os.listdir(clips_dir):
+    if name.endswith(".mp4") and (_TMP_MARK in name or not same):
+      os.remove(os.path.join(clips_dir, name))
+  if not same:
+    with open(path, "w", encoding="utf-8") as f:
+      json.dump(params, f)
 
 
 def make_synthetic_dataset(out_dir: str, num_videos: int = 24, size: int = 96,
@@ -216,15 +251,22 @@ def make_synthetic_dataset(out_dir: str, num_videos: int = 24, size: int = 96,
     raise ValueError(f"num_videos must be >= 1, got {num_videos}")
   rng = np.random.default_rng(seed)
   videos_dir = os.path.join(out_dir, "videos")
-  os.makedirs(os.path.join(videos_dir, "synthetic"), exist_ok=True)
+  clips_dir = os.path.join(videos_dir, "synthetic")
+  os.makedirs(clips_dir, exist_ok=True)
+  # Clip i depends on these alone (num_videos and test_fraction change only how many clips
+  # there are and which split each goes to).
+  _keep_clips_made_with(clips_dir, {"seed": seed, "size": size, "num_frames": num_frames,
+                                    "fps": fps})
   every = max(2, int(round(1 / test_fraction))) if test_fraction > 0 else 0
   train, test, captions = [], [], []
   for i in range(num_videos):
     event = EVENTS[i % len(EVENTS)]
+    # Rendered even when the clip is kept: the text below draws from the same generator.
     frames, a, b, direction = _render(event, size, num_frames, rng)
     videoid = f"clip_{i:04d}"
     rel = f"synthetic/{videoid}.mp4"
-    write_mp4(os.path.join(videos_dir, rel), frames, fps)
+    if not os.path.exists(os.path.join(videos_dir, rel)):
+      write_mp4(os.path.join(videos_dir, rel), frames, fps)
     desc, caption, qa = _text(event, a, b, direction, _pick(rng, PLACES), rng)
     entry = {"video": rel, "description": desc, "QA": qa}
     (test if every and i % every == every - 1 else train).append(entry)

@@ -40,12 +40,15 @@ INTERPOLATIONS = {"linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC,
 
 
 class VideoError(ValueError):
-  """Bad video input; the message names the file and what is wrong with it."""
+  """Bad video input; the message names the file and what is wrong with it. A video refused
+  for its length carries `num_source_frames` (else None), so the extraction summary can name
+  it as a short video."""
 
-  def __init__(self, path: str, reason: str):
+  def __init__(self, path: str, reason: str, num_source_frames: int | None = None):
     super().__init__(f"{path}: {reason}")
     self.path = path
     self.reason = reason
+    self.num_source_frames = num_source_frames
 
 
 def released_uniform_indices(num_source: int, num_frames: int) -> list[int]:
@@ -177,7 +180,7 @@ def read_clip(path: str, num_frames: int = 32, size: int = 224, sampling: str = 
       indices = sample_indices(num_source, num_frames, sampling, np.random.default_rng(seed),
                                short_policy)
     except ValueError as e:
-      raise VideoError(path, str(e)) from None
+      raise VideoError(path, str(e), num_source_frames=num_source) from None
     needed = set(indices.tolist()) | set((indices - 1).tolist())
     last = max(needed)
     decoded: dict[int, np.ndarray] = {}

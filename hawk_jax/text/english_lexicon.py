@@ -1,4 +1,4 @@
-"""Closed-class English words and common verbs with their inflections, for the offline
+"""Closed-class English words and common verbs with their inflections, for the rules
 motion-text parser (`hawk_jax.text.motion_text`).
 
 The verb list covers what anomaly descriptions and video captions say people, vehicles and

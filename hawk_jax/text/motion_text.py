@@ -9,12 +9,13 @@ punctuation set stripped and cut to 50 words. Because pobj hangs under a preposi
 under a verb, objects are in practice direct objects: "A man in a red shirt falls down the
 stairs while a woman watches him." gives "man falls, woman watches him".
 
-Two backends:
+Two backends, chosen by the config field `data.motion_text_backend` and recorded in the run's
+config.json, so that one command trains on the same text on every machine:
 
-* `"spacy"`: exactly that, when spaCy and `en_core_web_sm` are installed (the model is not on
-  PyPI; install it yourself for the released behaviour).
-* `"offline"`: a small rule-based tagger and clause parser that needs no model. It tags words
-  with a closed-class lexicon, a list of common verbs with their inflections
+* `"spacy"`: exactly that; spaCy and `en_core_web_sm` must be installed (the model is not on
+  PyPI; install it yourself for the released behaviour), else asking for it is an error.
+* `"rules"` (the default): a small rule-based tagger and clause parser that needs no model. It
+  tags words with a closed-class lexicon, a list of common verbs with their inflections
   (`english_lexicon`) and context rules (a verb form after a determiner is a noun or, for a
   participle before a noun, an adjectival verb; after "to", an auxiliary or a subject it is a
   verb ...), then walks each sentence: the first noun phrase of a clause (not inside a
@@ -30,8 +31,8 @@ Two backends:
   list (they count as nouns, so fewer phrases), it keeps copulas (is/are, AUX in spaCy) out
   as spaCy does, and it has no named entities or multi-word tokens.
 
-`extract_motion_text(caption, backend="auto")` uses spaCy when the model loads, else the
-offline backend.
+`extract_motion_text(caption, backend="rules")`. There is no "whatever is installed" choice:
+that made the same command train on different text on two machines.
 """
 from __future__ import annotations
 
@@ -43,10 +44,11 @@ import re
 from hawk_jax.text import english_lexicon as lex
 from hawk_jax.text.caption import MAX_CAPTION_WORDS, normalize_caption
 
-BACKENDS = ("auto", "spacy", "offline")
+BACKENDS = ("rules", "spacy")
+DEFAULT_BACKEND = "rules"
 
 
-def extract_motion_text(caption: str, backend: str = "auto",
+def extract_motion_text(caption: str, backend: str = DEFAULT_BACKEND,
                         max_words: int = MAX_CAPTION_WORDS) -> str:
   """The caption's "subject verb object" phrases, joined by ", ", normalized (lower-case,
   BLIP punctuation stripped, at most `max_words` words). "" when the caption has no verb."""
@@ -57,11 +59,11 @@ def extract_motion_text(caption: str, backend: str = "auto",
   return normalize_caption(", ".join(motion_phrases(caption, backend)), max_words)
 
 
-def motion_phrases(caption: str, backend: str = "auto") -> list[str]:
+def motion_phrases(caption: str, backend: str = DEFAULT_BACKEND) -> list[str]:
   """One "subject verb object" phrase per verb, in order, before normalisation."""
-  if resolve_backend(backend) == "spacy":
+  if check_backend(backend) == "spacy":
     return _spacy_phrases(caption)
-  return offline_phrases(caption)
+  return rules_phrases(caption)
 
 
 # ----------------------------------------------------------------------------- spaCy backend
@@ -76,7 +78,7 @@ def _spacy_model():
     return spacy.load("en_core_web_sm")
   except OSError as e:
     raise RuntimeError("motion-text backend 'spacy' needs the en_core_web_sm model, which is "
-                       "not on PyPI; install it or use backend='offline'") from e
+                       "not on PyPI; install it or use backend='rules'") from e
 
 
 @functools.lru_cache(maxsize=1)
@@ -92,12 +94,17 @@ def spacy_available() -> bool:
     return False
 
 
-def resolve_backend(backend: str) -> str:
-  """"auto" -> "spacy" or "offline", so that a pipeline decides once, not per worker."""
+def check_backend(backend: str) -> str:
+  """`backend` if it can run here. Raises ValueError for an unknown name or for "spacy" without
+  spaCy and en_core_web_sm installed (what to install, or which value to set, is said)."""
   if backend not in BACKENDS:
-    raise ValueError(f"unknown motion-text backend {backend!r}; choose one of {BACKENDS}")
-  if backend == "auto":
-    return "spacy" if spacy_available() else "offline"
+    raise ValueError(f"unknown motion-text backend {backend!r}; choose one of {BACKENDS} "
+                     f"(--config.data.motion_text_backend)")
+  if backend == "spacy" and not spacy_available():
+    raise ValueError("data.motion_text_backend='spacy' needs spaCy and its en_core_web_sm model "
+                     "(pip install spacy, then install en_core_web_sm from "
+                     "github.com/explosion/spacy-models; it is not on PyPI), or set "
+                     "--config.data.motion_text_backend=rules")
   return backend
 
 
@@ -111,7 +118,7 @@ def _spacy_phrases(caption: str) -> list[str]:
   return phrases
 
 
-# --------------------------------------------------------------------------- offline backend
+# ----------------------------------------------------------------------------- rules backend
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _TOKEN = re.compile(r"[A-Za-z0-9]+(?:-[A-Za-z0-9]+)+|[A-Za-z]+(?=n't)|n't|'[A-Za-z]+"
@@ -134,7 +141,7 @@ class _Token:
   amod: bool = False  # participle used as an adjective inside a noun phrase
 
 
-def offline_phrases(caption: str) -> list[str]:
+def rules_phrases(caption: str) -> list[str]:
   phrases = []
   for sentence in _SENTENCE_END.split(caption.strip()):
     tokens = [_Token(w, w.lower()) for w in _TOKEN.findall(sentence)]

@@ -46,10 +46,11 @@ def _text(v) -> str:
   return v.decode("utf-8") if isinstance(v, (bytes, np.bytes_)) else str(v)
 
 
-def corpus_sequences(data_dirs, tokenizer, split: str = "train") -> list[np.ndarray]:
+def corpus_sequences(data_dirs, tokenizer, split: str = "train",
+                     motion_text_backend: str = motion_text.DEFAULT_BACKEND) -> list[np.ndarray]:
   """Token sequences of every text the stages show the LLM, with no visual placeholders."""
   seqs = []
-  backend = motion_text.resolve_backend("auto")
+  backend = motion_text.check_backend(motion_text_backend)
 
   def add(p: prompts.Prompt):
     seqs.append(np.asarray(p.input_ids)[np.asarray(p.visual_mask) == 0].astype(np.int32))
@@ -91,7 +92,8 @@ def pack(seqs, length: int) -> tuple[np.ndarray, np.ndarray]:
 def train_llm(cfg, data_dirs, workdir, steps: int, batch_size: int, lr: float) -> dict:
   config = HawkConfig.from_stage_config(cfg)
   tok = tokenizer_for(cfg)
-  seqs = corpus_sequences(data_dirs, tok)
+  seqs = corpus_sequences(data_dirs, tok,
+                          motion_text_backend=cfg.data.get("motion_text_backend", "rules"))
   length = min(max(len(s) for s in seqs), cfg.data.max_len)
   ids, labels = pack(seqs, length)
   mesh = make_mesh((1, 1, 1))

@@ -141,8 +141,11 @@ def test_train_batch_shapes_and_dtypes(contract_dir, tok):
       **{k: ((2, ml_len), np.int32) for k in ("ml_input_ids", "ml_attention_mask",
                                               "ml_visual_mask", "ml_labels")},
   }
-  assert {k: (v.shape, v.dtype) for k, v in batch.items()} == expected
-  # The layout the planner, the benchmark and the train step take it from.
+  assert {k: (v.shape, v.dtype) for k, v in batch.items()} == {
+      **expected, loaders.SKIPPED_FIELD: ((2,), np.int32)}
+  assert batch[loaders.SKIPPED_FIELD].tolist() == [0, 0]
+  # The layout the planner, the benchmark and the train step take it from (the host-side
+  # skip counter is not sent to the devices, so it is not in it).
   assert {k: (s.shape, s.dtype) for k, s in _examples().batch_spec(2).items()} == expected
   for row in range(2):
     mask, vis, labels, ids = (batch[k][row] for k in ("attention_mask", "visual_mask", "labels",
@@ -173,7 +176,7 @@ def test_stage2_examples_follow_their_records(contract_dir, tok):
       swapped += 1
       qa_answers = [rec["description"]] + qa_answers[1:]
     assert answers == " ".join(qa_answers)
-    ml_text = motion_text.extract_motion_text(rec["description"], backend="offline")
+    ml_text = motion_text.extract_motion_text(rec["description"], backend="rules")
     assert ml_text
     assert tok.decode(np.where(ex["ml_labels"] >= 0, ex["ml_labels"], 0)) == ml_text + "\n"
     timestamps = rec["timestamps"][loaders.select_frames(STORED_FRAMES, NUM_FRAMES)]
@@ -191,7 +194,7 @@ def test_stage1_caption_examples(contract_dir, tok):
     caption = tok.decode(np.where(ex["labels"] >= 0, ex["labels"], 0))
     assert caption == normalize_caption(written) + "\n"
     assert tok.decode(np.where(ex["ml_labels"] >= 0, ex["ml_labels"], 0)) == \
-        motion_text.extract_motion_text(written, backend="offline") + "\n"
+        motion_text.extract_motion_text(written, backend="rules") + "\n"
 
 
 def test_same_crop_on_both_streams(contract_dir, tok):
@@ -351,11 +354,15 @@ def test_bad_inputs_get_clear_errors(contract_dir, tok, tmp_path):
     _loader(contract_dir, tok, max_len=10)
   with pytest.raises(FileNotFoundError, match="no written TFDS dataset"):
     _loader(str(tmp_path), tok)
-  textless = [_raw_example(0, "full", np.random.default_rng(1), description="", caption="",
-                           qa=[])]
-  ds = _dataset(None, tok, source=textless, stage=1)
-  with pytest.raises(ValueError, match="clip_00.mp4.*neither caption nor description"):
-    ds[0]
+  textless = _raw_example(0, "full", np.random.default_rng(1), description="", caption="",
+                         qa=[])
+  # A split where no record can make a prompt: at once, naming the data dir and the split.
+  only_textless = write_records({"train": [textless]}, tmp_path / "textless")
+  for stage, why in ((1, "neither caption nor description"), (2, "neither QA pairs nor a")):
+    with pytest.raises(ValueError, match=f"split 'train': none of its 1 records can make a "
+                                         f"stage-{stage} .*{why}") as e:
+      _dataset(only_textless, tok, stage=stage)
+    assert only_textless in str(e.value)
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -403,3 +410,112 @@ def test_train_loader_on_extracted_synthetic_data(synthetic_dir, tok):
   assert batch["frames"].shape == (2, NUM_FRAMES, IMAGE_SIZE, IMAGE_SIZE, 3)
   assert (batch["labels"] != -100).sum(axis=1).min() > 5
   assert (batch["ml_labels"] != -100).sum(axis=1).min() > 1  # synthetic text has verbs
+
+
+# ------------------------------------------------------------- records that make no prompt
+
+GAPPY_RECORDS, TEXTLESS = 6, 3  # clip_03 has no caption, no description and no QA
+
+
+@pytest.fixture(scope="module")
+def gappy_dir(tmp_path_factory):
+  rng = np.random.default_rng(5)
+  examples = [_raw_example(i, "full", rng, **(dict(description="", caption="", qa=[])
+                                              if i == TEXTLESS else {}))
+              for i in range(GAPPY_RECORDS)]
+  return write_records({"train": examples}, tmp_path_factory.mktemp("gappy"))
+
+
+def _row_clips(batch, plain_frames):
+  """The clip number each row's frames are (augment=False: the plain resize of a record)."""
+  return [next(c for c, f in plain_frames.items() if np.array_equal(f, row))
+          for row in batch["frames"]]
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_records_that_make_no_prompt_are_skipped_and_counted(gappy_dir, tok, stage, caplog):
+  source = records.open_split(gappy_dir, "train")
+  decoded = [records.decode_record(source[i]) for i in range(len(source))]
+  plain = {clip_number(r): loaders.plain_visual(r, NUM_FRAMES, IMAGE_SIZE)[0] for r in decoded}
+  epochs = 3
+  with caplog.at_level("WARNING", logger="data_pipelines.loaders"):
+    batches = _take(iter(_loader(gappy_dir, tok, stage=stage, augment=False, max_len=400,
+                                 description_swap_probability=0.0)),
+                    epochs * GAPPY_RECORDS // 2)
+  skipped = 0
+  for batch in batches:
+    assert batch["frames"].shape == (2, NUM_FRAMES, IMAGE_SIZE, IMAGE_SIZE, 3)
+    assert batch[loaders.SKIPPED_FIELD].dtype == np.int32
+    skipped += int(batch[loaders.SKIPPED_FIELD].sum())
+    clips = _row_clips(batch, plain)
+    assert TEXTLESS not in clips
+    for row, clip in enumerate(clips):  # the text is the substitute's, as its frames are
+      text = tok.decode(np.where(batch["labels"][row] >= 0, batch["labels"][row], 0))
+      assert (f"Event number {clip} happens." in text if stage == 2
+              else text == normalize_caption(CAPTIONS[clip % 4]) + "\n")
+  assert skipped == epochs  # the textless record, once per epoch
+  warned = [r.getMessage() for r in caplog.records if "clip_03.mp4" in r.getMessage()]
+  assert len(warned) == 1 and "skipped: neither" in warned[0], warned
+  # A pod's hosts load the same rows, counter included.
+  whole = _dataset(gappy_dir, tok, stage=stage, augment=False)
+  hosts = [_dataset(gappy_dir, tok, stage=stage, augment=False, shard_index=h, shard_count=2,
+                    host_batch=1) for h in range(2)]
+  for k in range(2 * GAPPY_RECORDS):
+    a, b = hosts[k % 2][k // 2], whole[k]
+    assert a[loaders.SKIPPED_FIELD] == b[loaders.SKIPPED_FIELD]
+    np.testing.assert_array_equal(a["input_ids"], b["input_ids"])
+
+
+def test_skipping_works_on_cached_frame_tokens(gappy_dir, tok, tmp_path):
+  """With a tower cache the substitute's cached tokens come with its text (the joined record
+  is what is replaced)."""
+  from data_pipelines import tower_cache
+  source = records.open_split(gappy_dir, "train")
+  cache = str(tmp_path / "tokens")
+  tower_cache.write_meta(cache, tower_cache.CacheMeta(
+      storage_dtype="float32", num_frames=NUM_FRAMES, image_size=IMAGE_SIZE, num_query_tokens=2,
+      hidden_size=3, normalize_pixels=False, towers_workdir="-", towers_probe="-",
+      compute_dtype="float32"))
+  tower_cache.write_split_info(cache, "train", dataset_dir=gappy_dir, num_records=len(source),
+                               shard_size=len(source))
+  videos = [records.decode_record(source[i])["video"] for i in range(len(source))]
+  tokens = [np.full((NUM_FRAMES, 2, 3), clip_number({"video": v}), np.float32) for v in videos]
+  tower_cache.write_shard(tower_cache.shard_path(cache, "train", 0), [
+      tower_cache.encode_record(i, v, t, t, "float32") for i, (v, t) in enumerate(zip(videos,
+                                                                                      tokens))])
+  batches = _take(iter(_loader(gappy_dir, tok, augment=False, frame_tokens_dir=cache,
+                               max_len=400, description_swap_probability=0.0)),
+                  GAPPY_RECORDS // 2)
+  clips = [int(row[0, 0, 0]) for b in batches for row in b["frames"]]
+  assert TEXTLESS not in clips and sorted(set(clips)) == [0, 1, 2, 4, 5]
+  assert sum(int(b[loaders.SKIPPED_FIELD].sum()) for b in batches) == 1
+  for b in batches:
+    for row in range(2):
+      clip = int(b["frames"][row, 0, 0, 0])
+      assert f"Event number {clip} happens." in tok.decode(
+          np.where(b["labels"][row] >= 0, b["labels"][row], 0))
+
+
+# ---------------------------------------------------------------- records against the config
+
+def test_check_records_fit_names_the_flag_to_change(contract_dir):
+  fits = dict(motion_mode="flow_mask", num_frames=STORED_FRAMES, image_size=SIZE)
+  loaders.check_records_fit(contract_dir, "train", **fits)
+  # Fewer frames and a smaller size than stored are what the loader samples and resizes to.
+  loaders.check_records_fit(contract_dir, "train", motion_mode="flow_mask",
+                            num_frames=NUM_FRAMES, image_size=IMAGE_SIZE)
+  for over, flag in ((dict(motion_mode="flow_soft"), "--config.data.motion=flow_mask"),
+                     (dict(num_frames=8), "--config.data.num_frames=6"),
+                     (dict(image_size=48), "--size 48")):
+    with pytest.raises(ValueError) as e:
+      loaders.check_records_fit(contract_dir, "train", **{**fits, **over})
+    message = str(e.value)
+    assert contract_dir in message and flag in message, message
+  with pytest.raises(ValueError) as e:
+    loaders.check_records_fit(contract_dir, "train", motion_mode="flow_soft", num_frames=8,
+                              image_size=224)
+  message = str(e.value)
+  for part in ("'flow_mask' motion", "'flow_soft'", "--motion flow_soft", "6 frames per video",
+               "asks for 8", "--num_frames 8", "32x32 frames", "asks for 224",
+               "--config.data.image_size=32"):
+    assert part in message, (part, message)

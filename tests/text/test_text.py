@@ -228,26 +228,30 @@ REAL_SENTENCES = [
 
 
 @pytest.mark.parametrize("sentence,expected", REAL_SENTENCES)
-def test_offline_motion_text_on_real_sentences(sentence, expected):
-  assert motion_text.extract_motion_text(sentence, backend="offline") == expected
+def test_rules_motion_text_on_real_sentences(sentence, expected):
+  assert motion_text.extract_motion_text(sentence, backend="rules") == expected
 
 
 def test_motion_text_normalisation_and_limits():
-  text = motion_text.extract_motion_text("The Man kicks the Door. He RUNS!", backend="offline")
+  text = motion_text.extract_motion_text("The Man kicks the Door. He RUNS!", backend="rules")
   assert text == "man kicks door, he runs"
   many = " ".join(f"A man hits a car{i}." for i in range(40))
-  out = motion_text.extract_motion_text(many, backend="offline")
+  out = motion_text.extract_motion_text(many, backend="rules")
   assert len(out.split(" ")) == 50 and out.startswith("man hits car0, man hits car1")
-  assert motion_text.extract_motion_text("", backend="offline") == ""
-  assert motion_text.extract_motion_text(b"A dog runs.", backend="offline") == "dog runs"
+  assert motion_text.extract_motion_text("", backend="rules") == ""
+  assert motion_text.extract_motion_text(b"A dog runs.", backend="rules") == "dog runs"
   with pytest.raises(ValueError, match="unknown motion-text backend"):
     motion_text.extract_motion_text("A man falls.", backend="nltk")
 
 
-def test_auto_backend_resolves_without_the_spacy_model():
-  expected = "spacy" if motion_text.spacy_available() else "offline"
-  assert motion_text.resolve_backend("auto") == expected
+def test_the_backend_is_a_choice_not_whatever_is_installed():
+  # The default is the rules backend on every machine; "auto" (spaCy when installed) is gone.
   assert motion_text.extract_motion_text("A man falls.") == "man falls"
+  with pytest.raises(ValueError, match="unknown motion-text backend 'auto'"):
+    motion_text.check_backend("auto")
+  if not motion_text.spacy_available():  # asking for spaCy without it is an error
+    with pytest.raises(ValueError, match="motion_text_backend=rules"):
+      motion_text.check_backend("spacy")
 
 
 @pytest.mark.skipif(not motion_text.spacy_available(), reason="en_core_web_sm not installed")

@@ -73,7 +73,7 @@ def _loader(data_dir, cfg, frame_tokens_dir=""):
   examples = loaders.TrainExamples(
       stage=2, num_frames=NUM_FRAMES, image_size=64, num_visual_tokens=config.num_visual_tokens,
       max_len=160, ml_max_len=cfg.data.ml_max_len, seed=5, augment=False,
-      motion_text_backend="offline", frame_tokens_dir=frame_tokens_dir)
+      motion_text_backend="rules", frame_tokens_dir=frame_tokens_dir)
   return loaders.make_train_loader(data_dir, examples, train_data.tokenizer_for(cfg),
                                    batch_size=2)
 
