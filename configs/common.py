@@ -82,6 +82,10 @@ def base_config(stage: int, arg: str | None) -> ml_collections.ConfigDict:
   c.data.ml_max_len = 64 if tiny else 96
   c.data.worker_count = 0 if tiny else 8
   c.data.description_prob = 0.5
+  # The parser that makes L_ML's motion text from a caption (hawk_jax/text/motion_text.py):
+  # "rules" (no model needed; the same text on every machine) or "spacy" (the released
+  # behaviour; needs spaCy and en_core_web_sm installed, else the run stops at start).
+  c.data.motion_text_backend = "rules"
 
   c.tokenizer_path = ""                 # "" -> the tiny tokenizer shipped in hawk_jax/text/assets
 
@@ -116,6 +120,9 @@ def base_config(stage: int, arg: str | None) -> ml_collections.ConfigDict:
   c.train.log_every = 1 if tiny else 50
   c.train.ckpt_every = 20 if tiny else 1000
   c.train.keep_checkpoints = 2 if tiny else 3
+  # A step with a non-finite loss or gradient norm is skipped (its update dropped inside the
+  # step); this many in a row stop the run, keeping the last good parameters.
+  c.train.max_consecutive_skips = 5
   c.train.eval_batches = 2
   # Peak FLOP/s the logged MFU is rated against (hawk_jax/hardware.py: cpu, v4, v5e, v5p, v6e,
   # h100, h200; "auto": the chip jax.devices()[0].device_kind names), times the number of

@@ -13,7 +13,13 @@ Layout of a workdir:
                              trainable  (StandardSave) — trainable parameters
                              opt_state  (StandardSave) — optimizer state (trainable part only)
                              data       (grain CheckpointSave) — the input iterator, if any
-                             meta       (JsonSave) — step, stage, variant, ...
+                             meta       (JsonSave) — step, stage, variant, and the checksum of
+                                          every trainable and optimizer-state leaf
+                                          (hawk_jax/checksums.py)
+damaged_checkpoints/<step>/  a step that failed to restore (unreadable, or its arrays do not
+                             match their checksums), moved out of checkpoints/ by the training
+                             loop -- never deleted -- so that it neither shadows the intact
+                             steps nor counts towards keep-N.
 Saves are asynchronous; an interrupted save leaves a `*.orbax-checkpoint-tmp*` folder that
 `latest_step()` skips. Restoring takes abstract targets (ShapeDtypeStruct with shardings), so a
 checkpoint restores onto any mesh. Reading the parameters of a workdir (which step, which parts,
@@ -21,15 +27,21 @@ which dtype) is hawk_jax/workdir.py, built on `restore_params` here.
 """
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
-from typing import Any
+import sys
+import tempfile
+import time
+from typing import Any, Callable
 
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
 from etils import epath
+
+from hawk_jax import checksums
 
 
 def as_path(path) -> epath.Path:
@@ -97,9 +109,20 @@ def restore_params(directory, target) -> Any:
       lambda s: s if getattr(s, "sharding", None) is not None else
       jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), target)
   restore_args = ocp.checkpoint_utils.construct_restore_args(target)
-  with ocp.PyTreeCheckpointer() as ckptr:
-    return ckptr.restore(path, args=ocp.args.PyTreeRestore(
-        item=target, restore_args=restore_args, partial_restore=True))
+
+  def restore():
+    with ocp.PyTreeCheckpointer() as ckptr:
+      return ckptr.restore(path, args=ocp.args.PyTreeRestore(
+          item=target, restore_args=restore_args, partial_restore=True))
+
+  params, error = quiet_restore(restore)
+  if error is not None:
+    raise UnreadableParams(f"{path}: {error}")
+  return params
+
+
+class UnreadableParams(OSError):
+  """A parameter folder whose files cannot be read (missing, truncated, undecodable)."""
 
 
 FROZEN_REF = "frozen_ref.json"
@@ -174,6 +197,91 @@ def write_frozen_ref(workdir, source_workdir) -> str:
   return str(holder)
 
 
+class DamagedCheckpoint(Exception):
+  """A checkpoint step that does not restore: a file is missing, truncated or unreadable, or
+  the arrays read do not match the checksums recorded when it was saved."""
+
+  def __init__(self, step: int, directory, reason: str):
+    super().__init__(f"checkpoint step {step} in {directory} is damaged: {reason}")
+    self.step, self.directory, self.reason = step, str(directory), reason
+
+
+def short_error(e: BaseException) -> str:
+  """One line of an error: its innermost cause (Orbax wraps TensorStore's "OUT_OF_RANGE ...
+  byte range" in "error while reading array index"), without the whole TensorStore spec
+  that follows the first line."""
+  seen = {id(e)}
+  while e.__cause__ is not None and id(e.__cause__) not in seen:
+    e = e.__cause__
+    seen.add(id(e))
+  text = str(e).split("See full TensorStore details")[0].strip().splitlines()
+  first = text[0] if text else ""
+  return f"{type(e).__name__}: {first[:300]}"
+
+
+def quiet_restore(restore: Callable[[], Any], settle_s: float = 1.0) -> tuple[Any, str | None]:
+  """(restore(), None), or (None, the error in one line) if it raised. What Orbax writes to
+  stderr (fd 2) meanwhile is shown if the restore succeeds and dropped if it failed.
+
+  Orbax closes its event loop as soon as one TensorStore read of a restore fails; the reads
+  still in flight then complete into the closed loop and each prints a "RuntimeError: Event
+  loop is closed" traceback from a TensorStore thread, and the abandoned coroutines print the
+  whole TensorStore spec when collected -- a screen of noise around the one-line error the user
+  needs. So on failure the exception is dropped first (it holds the coroutines), the reads get
+  `settle_s` to finish, and the leftovers are collected, all while stderr is held."""
+  sys.stderr.flush()
+  held = tempfile.TemporaryFile()
+  saved = os.dup(2)
+  os.dup2(held.fileno(), 2)
+  reason = None
+  try:
+    try:
+      return restore(), None
+    except Exception as e:  # noqa: BLE001 -- Orbax/TensorStore raise many types; all mean
+      reason = short_error(e)  # the files cannot be read
+    time.sleep(settle_s)
+    gc.collect()
+    return None, reason
+  finally:
+    sys.stderr.flush()
+    os.dup2(saved, 2)
+    os.close(saved)
+    if reason is None:
+      held.seek(0)
+      text = held.read()
+      if text:
+        os.write(2, text)
+    held.close()
+
+
+def check_sums(step: int, directory, item: str, tree, meta: dict | None) -> None:
+  """Raises DamagedCheckpoint when a leaf of `tree` (read from `item` of step `step`) differs
+  from the checksum `meta` recorded (steps saved before checksums were recorded pass)."""
+  recorded = ((meta or {}).get("checksums") or {}).get(item)
+  if not recorded:
+    return
+  bad = checksums.mismatches(tree, recorded)
+  if bad:
+    raise DamagedCheckpoint(step, directory,
+                            f"{len(bad)} array(s) of {item} differ from the checksums recorded "
+                            f"at save ({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}): "
+                            f"a garbled file")
+
+
+def read_meta(step_dir) -> dict:
+  """The meta item of a checkpoint step (its JSON), or raises DamagedCheckpoint."""
+  path = as_path(step_dir) / "meta" / "metadata"
+  step = as_path(step_dir).name
+  try:
+    return json.loads(path.read_text())
+  except FileNotFoundError:
+    raise DamagedCheckpoint(int(step), as_path(step_dir).parent,
+                            f"{path} is missing") from None
+  except ValueError as e:
+    raise DamagedCheckpoint(int(step), as_path(step_dir).parent,
+                            f"{path} is not JSON ({e})") from None
+
+
 class TrainCheckpoints:
   """CheckpointManager over (trainable, opt_state, data iterator, meta)."""
 
@@ -187,10 +295,19 @@ class TrainCheckpoints:
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
+  def all_steps(self) -> list[int]:
+    return sorted(self.manager.all_steps())
+
+  def reload(self) -> None:
+    """Re-read the step list (after a step was moved aside)."""
+    self.manager.reload()
+
   def save(self, step: int, trainable, opt_state, data_iter=None, meta=None) -> bool:
+    sums = {"trainable": checksums.tree_checksums(trainable),
+            "opt_state": checksums.tree_checksums(opt_state)}
     items = dict(trainable=ocp.args.StandardSave(trainable),
                  opt_state=ocp.args.StandardSave(opt_state),
-                 meta=ocp.args.JsonSave(dict(meta or {}, step=int(step))))
+                 meta=ocp.args.JsonSave(dict(meta or {}, step=int(step), checksums=sums)))
     if data_iter is not None:
       import grain
       items["data"] = grain.checkpoint.CheckpointSave(data_iter)
@@ -203,7 +320,13 @@ class TrainCheckpoints:
     return (self.directory / str(step) / "data" / name).exists()
 
   def restore(self, step: int, trainable_target, opt_state_target=None, data_iter=None):
-    """Returns a dict with the restored items (`data_iter` is restored in place)."""
+    """Returns a dict with the restored items (`data_iter` is restored in place), checked
+    against the checksums recorded at save.
+
+    Raises:
+      DamagedCheckpoint: a file of the step is missing, truncated or unreadable, or an array
+        differs from its checksum; the message says which and why.
+    """
     items = dict(trainable=ocp.args.StandardRestore(trainable_target),
                  meta=ocp.args.JsonRestore())
     if opt_state_target is not None:
@@ -211,7 +334,36 @@ class TrainCheckpoints:
     if data_iter is not None:
       import grain
       items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
-    return self.manager.restore(step, args=ocp.args.Composite(**items))
+    restored, error = quiet_restore(
+        lambda: self.manager.restore(step, args=ocp.args.Composite(**items)))
+    if error is not None:  # the caller decides what to do (an older step, an error)
+      raise DamagedCheckpoint(step, self.directory, error)
+    meta = restored["meta"]
+    check_sums(step, self.directory, "trainable", restored["trainable"], meta)
+    if opt_state_target is not None:
+      check_sums(step, self.directory, "opt_state", restored["opt_state"], meta)
+    return restored
+
+  def move_aside(self, step: int) -> epath.Path:
+    """Move a damaged step out of checkpoints/ into ../damaged_checkpoints/ (kept for a
+    post-mortem, out of the way of keep-N and of later saves of the same step number).
+    Returns where it went."""
+    src = self.directory / str(step)
+    dest_root = self.directory.parent / "damaged_checkpoints"
+    dest_root.mkdir(parents=True, exist_ok=True)
+    # A file in it (a bucket has no empty folders, and a rename needs its target's folder).
+    (dest_root / "README.txt").write_text(
+        "Checkpoint steps that failed to restore (a file missing, truncated or unreadable, or "
+        "arrays that differ from the checksums recorded at save), moved here from "
+        "checkpoints/ by the training loop; the run resumed from an older step. Its log names "
+        "each step and why. Delete them once you no longer need them.\n")
+    dest, n = dest_root / str(step), 1
+    while dest.exists():
+      n += 1
+      dest = dest_root / f"{step}.{n}"
+    src.rename(dest)
+    self.manager.reload()
+    return dest
 
   def wait(self) -> None:
     self.manager.wait_until_finished()

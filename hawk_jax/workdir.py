@@ -160,13 +160,55 @@ def _with_shardings(abstract: dict, shardings) -> dict:
           s.shape, s.dtype, sharding=flat["/".join(str(k.key) for k in path)]), abstract)
 
 
-def _read_part(directory: str, expected: dict, whole: bool, what: str, shardings) -> dict:
-  problems = shape_problems(checkpoint.saved_shapes(directory), expected, extra_ok=not whole)
+def _read_part(directory: str, expected: dict, whole: bool, what: str, shardings,
+               step: int | None = None) -> dict:
+  try:
+    saved = checkpoint.saved_shapes(directory)
+  except FileNotFoundError as e:
+    raise WorkdirError(f"{what}: {e}") from None
+  except Exception as e:  # noqa: BLE001 -- unreadable metadata: a damaged folder
+    raise _damaged(directory, step, checkpoint.short_error(e)) from e
+  problems = shape_problems(saved, expected, extra_ok=not whole)
   if problems:
     raise WorkdirError(f"{what} ({directory}): {len(problems)} problem(s): "
                        + "; ".join(problems[:10])
                        + ". The checkpoint does not match the model in config.json")
-  return checkpoint.restore_params(directory, _with_shardings(expected, shardings))
+  try:
+    params = checkpoint.restore_params(directory, _with_shardings(expected, shardings))
+  except checkpoint.UnreadableParams as e:
+    raise _damaged(directory, step, str(e).split(": ", 1)[1]) from None
+  if step is not None:
+    _check_trainable_sums(directory, step, params, saved)
+  return params
+
+
+def _damaged(directory: str, step: int | None, reason: str) -> WorkdirError:
+  where = epath.Path(directory)
+  if step is None:  # the frozen towers
+    return WorkdirError(f"{where} is damaged: {reason}")
+  workdir = where.parent.parent.parent
+  others = [s for s in checkpoint_steps(workdir) if s != step]
+  hint = (f"; read another step with --step (steps there: {others})" if others
+          else "; it is the only step")
+  return WorkdirError(f"checkpoint step {step} of {workdir} is damaged: {reason}{hint}")
+
+
+def _check_trainable_sums(directory: str, step: int, params: dict, saved: dict) -> None:
+  """The leaves read at their saved dtype against the checksums of the step's meta (leaves cast
+  to another dtype cannot be compared bit for bit, and are not)."""
+  step_dir = epath.Path(directory).parent
+  try:
+    meta = checkpoint.read_meta(step_dir)
+  except checkpoint.DamagedCheckpoint as e:
+    raise _damaged(directory, step, e.reason) from None
+  flat_saved = flatten_paths(saved)
+  same_dtype = jax.tree_util.tree_map_with_path(
+      lambda path, x: x if flat_saved["/".join(str(k.key) for k in path)].dtype == x.dtype
+      else None, params)
+  try:
+    checkpoint.check_sums(step, step_dir.parent, "trainable", same_dtype, meta)
+  except checkpoint.DamagedCheckpoint as e:
+    raise _damaged(directory, step, e.reason) from None
 
 
 def select_step(workdir, step: int | None = None) -> int:
@@ -227,7 +269,7 @@ def load_params(workdir, *, step: int | None = None, parts: Sequence[str] = PART
     directory = str(epath.Path(workdir) / "checkpoints" / str(step_read) / "trainable")
     params = merge_params(params, _read_part(directory, trainable_abs, groups is None,
                                              f"trainable parameters of step {step_read}",
-                                             shardings))
+                                             shardings, step=step_read))
   log.info("read %s from %s%s (%s parameters, dtype %s)", "+".join(parts), workdir,
            f" step {step_read}" if step_read is not None else "", f"{count(params):,}",
            target or "as configured")

@@ -121,7 +121,7 @@ def test_params_and_train_checkpoints_on_gs(gcs_dir):
   import jax
   import jax.numpy as jnp
 
-  from hawk_jax import checkpoint
+  from hawk_jax import checkpoint, checksums
   params = {"a": jnp.arange(6.0).reshape(2, 3), "b": {"c": jnp.ones(4, jnp.int32)}}
   checkpoint.save_params(f"{gcs_dir}/frozen", params)
   assert checkpoint.has_params(f"{gcs_dir}/frozen")
@@ -140,11 +140,19 @@ def test_params_and_train_checkpoints_on_gs(gcs_dir):
   target = {"w": jax.ShapeDtypeStruct((3,), jnp.float32)}
   out = ckpts.restore(3, target, {"m": jax.ShapeDtypeStruct((3,), jnp.float32)})
   np.testing.assert_array_equal(out["trainable"]["w"], np.full(3, 3.0))
-  assert out["meta"] == {"stage": 2, "step": 3}
+  assert out["meta"]["stage"] == 2 and out["meta"]["step"] == 3
+  assert out["meta"]["checksums"]["trainable"] == checksums.tree_checksums(
+      {"w": jnp.full(3, 3.0)})
   ckpts.save(4, {"w": jnp.full(3, 4.0)}, {"m": jnp.zeros(3)})  # a resumed run saves on
   ckpts.close()
   assert sorted(int(p.name) for p in epath.Path(f"{gcs_dir}/checkpoints").iterdir()
                 if p.name.isdigit()) == [3, 4]
+  # A damaged step is moved aside in the bucket too (kept, out of keep-N's way).
+  ckpts = checkpoint.TrainCheckpoints(f"{gcs_dir}/checkpoints")
+  dest = ckpts.move_aside(4)
+  assert ckpts.all_steps() == [3] and str(dest) == f"{gcs_dir}/damaged_checkpoints/4"
+  assert (dest / "trainable").is_dir()
+  ckpts.close()
 
 
 # --- tokenizer, tensor files, compile cache -----------------------------------------------------

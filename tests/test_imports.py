@@ -15,8 +15,9 @@ from tests.support import ROOT
 # higher layer or from another package of its own layer.
 LAYERS = (
     ("ground", ("hawk_jax.text", "hawk_jax.sharding", "hawk_jax.losses", "hawk_jax.checkpoint",
-                "hawk_jax.tensor_files", "hawk_jax.flops", "hawk_jax.hardware",
-                "hawk_jax.compile_cache", "hawk_jax.stage_config", "hawk_jax.distributed")),
+                "hawk_jax.checksums", "hawk_jax.tensor_files", "hawk_jax.flops",
+                "hawk_jax.hardware", "hawk_jax.compile_cache", "hawk_jax.stage_config",
+                "hawk_jax.distributed")),
     ("models", ("hawk_jax.models",)),
     ("data", ("data_pipelines",)),
     ("workdir", ("hawk_jax.workdir",)),

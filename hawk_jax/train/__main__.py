@@ -6,6 +6,9 @@
 Rerunning the same command resumes from the workdir's last checkpoint. On multi-host (TPU pod
 or multi-node GPU, or launch/local_pod.sh) pass --distributed to join the other processes first.
 SIGTERM saves a checkpoint at the next step and exits with status 143; rerun to resume.
+Exit status 2: a config or workdir that cannot be used (one line says which and why); 3: the
+run diverged (train.max_consecutive_skips non-finite steps in a row; the last good checkpoint
+is kept).
 """
 from __future__ import annotations
 
@@ -17,14 +20,15 @@ from typing import Sequence
 from absl import flags
 
 from hawk_jax import compile_cache, distributed
-from hawk_jax.stage_config import add_config_arguments, parse_args_with_config
-from hawk_jax.train.loop import Preempted, train_stage
+from hawk_jax.stage_config import ConfigError, add_config_arguments, parse_args_with_config
+from hawk_jax.train.loop import Diverged, Preempted, train_stage
 from hawk_jax.workdir import WorkdirError
 
 # After a SIGTERM the run saves a checkpoint and exits with 143 (128 + SIGTERM, what a process
 # ended by that signal reports): the checkpoint is complete, but the stage is not finished, so
 # a script that chains stages (`train stage 1 && train stage 2`) must stop here.
 PREEMPTED_EXIT = 143
+DIVERGED_EXIT = 3
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -57,8 +61,11 @@ def main(argv: Sequence[str] | None = None) -> int:
   except Preempted as e:
     print(e, flush=True)
     return PREEMPTED_EXIT
-  except WorkdirError as e:  # a workdir that cannot be read: one line, no traceback
+  except Diverged as e:
     print(f"error: {e}", file=sys.stderr, flush=True)
+    return DIVERGED_EXIT
+  except (WorkdirError, ConfigError) as e:  # a workdir or config that cannot be used: one
+    print(f"error: {e}", file=sys.stderr, flush=True)  # line, no traceback
     return 2
   print(f"stage {cfg.stage}: steps={r.steps} first_loss={r.first_loss} "
         f"last_loss={r.last_loss} eval_loss={r.eval_loss} workdir={r.workdir}")

@@ -7,6 +7,7 @@ import jax
 
 from data_pipelines import loaders, tower_cache
 from hawk_jax.models.model_config import HawkConfig
+from hawk_jax.stage_config import ConfigError
 from hawk_jax.text.tokenizer import check_fits_vocab, load_tokenizer
 from hawk_jax.workdir import load_params
 
@@ -31,7 +32,10 @@ def train_examples(cfg, train: bool = True) -> loaders.TrainExamples:
       max_text_tokens=cfg.data.max_text_tokens, seed=cfg.seed + (0 if train else 1),
       augment=train and cfg.data.get("augment", True) and not frame_tokens_dir,
       shared_crop=cfg.data.shared_crop, description_swap_probability=cfg.data.description_prob,
-      frame_tokens_dir=frame_tokens_dir)
+      frame_tokens_dir=frame_tokens_dir,
+      # config.json of runs before the field existed: the parser they used on a machine
+      # without spaCy (the only one a CI machine has)
+      motion_text_backend=cfg.data.get("motion_text_backend", "rules"))
 
 
 def batch_spec(cfg, batch_size: int | None = None) -> dict[str, jax.ShapeDtypeStruct]:
@@ -51,12 +55,11 @@ def batch_spec(cfg, batch_size: int | None = None) -> dict[str, jax.ShapeDtypeSt
 def train_iterator(cfg, split: str = "train", train: bool = True, start_step: int = 0):
   """A checkpointable Grain iterator of per-host numpy batches for stage 1 or 2, starting at
   batch `start_step` (a batch depends only on (seed, step), whatever the process count)."""
-  if not cfg.data.dir:
-    raise ValueError("config.data.dir is empty: point it at a pre-extracted dataset "
-                     "(python -m data_pipelines.extract ... --out_dir DIR)")
+  _check_data_dir(cfg)
   if cfg.train.batch_size % jax.process_count():
-    raise ValueError(f"train.batch_size={cfg.train.batch_size} is not divisible by the "
-                     f"{jax.process_count()} processes")
+    raise ConfigError(f"--config.train.batch_size={cfg.train.batch_size} is not divisible by "
+                      f"the {jax.process_count()} processes; use a multiple of "
+                      f"{jax.process_count()}")
   examples = train_examples(cfg, train)
   if examples.frame_tokens_dir:
     check_tower_cache(cfg, examples.frame_tokens_dir)
@@ -66,6 +69,25 @@ def train_iterator(cfg, split: str = "train", train: bool = True, start_step: in
       worker_count=cfg.data.worker_count if train else 0, split=split, shuffle=train,
       start_step=start_step)
   return iter(ds)
+
+
+def _check_data_dir(cfg) -> None:
+  if not cfg.data.dir:
+    raise ConfigError("--config.data.dir is empty: point it at a pre-extracted dataset "
+                      "(python -m data_pipelines.extract ... --out_dir DIR)")
+
+
+def check_records(cfg) -> None:
+  """The training split's records against the config, before anything is written: the motion
+  mode, frame count and frame size the records were extracted with must be those the config
+  trains on (the error says which flag to change)."""
+  _check_data_dir(cfg)
+  try:
+    loaders.check_records_fit(cfg.data.dir, "train", motion_mode=cfg.data.motion,
+                              num_frames=int(cfg.data.num_frames),
+                              image_size=int(cfg.data.image_size))
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
 
 
 def check_tower_cache(cfg, frame_tokens_dir: str) -> None:

@@ -43,16 +43,15 @@ from hawk_jax.hardware import rated_peak_flops
 from hawk_jax.models.hawk import split_params
 from hawk_jax.models.params import count
 from hawk_jax.sharding import make_mesh
+from hawk_jax.train import config_checks
 from hawk_jax.train import data as train_data
 from hawk_jax.train.init import check_from_stage, initialize
 from hawk_jax.train.metrics_log import MetricsWriter
-from hawk_jax.train.state import train_setup
+from hawk_jax.train.state import skip_counters, train_setup
 from hawk_jax.train.step import make_eval_step
+from hawk_jax.workdir import WorkdirError
 
 log = logging.getLogger("hawk_jax.train")
-
-# train.frozen: how a workdir keeps its frozen towers (configs/common.py).
-FROZEN_MODES = ("copy", "reference")
 
 
 @dataclasses.dataclass
@@ -64,6 +63,7 @@ class StageResult:
   resumed_from: int | None
   eval_loss: float | None
   sources: dict
+  skipped_updates: int = 0   # non-finite steps whose update was dropped (train/step.py)
 
 
 class Preempted(Exception):
@@ -114,6 +114,23 @@ class PreemptionWatch:
       self._previous = None
 
 
+class Diverged(Exception):
+  """`max_skips` consecutive steps had a non-finite loss or gradient norm; their updates were
+  dropped, so the parameters (and every checkpoint) are those before `first_step`."""
+
+  def __init__(self, first_step: int, step: int, max_skips: int, checkpoint_step: int | None,
+               workdir: str):
+    kept = (f"checkpoint step {checkpoint_step} in {workdir} is the last one saved"
+            if checkpoint_step is not None else f"no checkpoint was saved in {workdir}")
+    super().__init__(
+        f"stopped at step {step}: the loss or gradient norm was not finite at steps "
+        f"{first_step}..{step} ({max_skips} in a row, train.max_consecutive_skips="
+        f"{max_skips}). Those updates were skipped, so the parameters are those before step "
+        f"{first_step}; {kept}. Lower optim.peak_lr, set optim.grad_clip_norm, or look at the "
+        f"data of those steps")
+    self.first_step, self.step, self.checkpoint_step = first_step, step, checkpoint_step
+
+
 def _estimate_step_flops(traced) -> float:
   """Global FLOPs of one train step, counted on its jaxpr (hawk_jax/flops.py).
 
@@ -153,12 +170,14 @@ def train_stage(cfg: ml_collections.ConfigDict, workdir: str, *, stop_after: int
 
 def _train_stage(cfg, workdir, stop_after, progress, preemption) -> StageResult:
   frozen_mode = cfg.train.get("frozen", "copy")  # config.json of older runs lacks it
-  if frozen_mode not in FROZEN_MODES:
-    raise ValueError(f"train.frozen={frozen_mode!r}: expected one of {FROZEN_MODES}")
   wd = checkpoint.as_path(workdir)
   workdir = str(wd)
-  if cfg.init.get("from_stage", ""):  # before anything is written: a typo leaves no trace
+  # Before anything is written: a mistake leaves no trace and costs no compile.
+  config_checks.check_config(cfg)
+  if cfg.init.get("from_stage", ""):
     check_from_stage(cfg.init.from_stage)
+  config_checks.check_workdir_matches(wd, cfg)
+  train_data.check_records(cfg)
   main = distributed.is_main_process()
   if main:
     wd.mkdir(parents=True, exist_ok=True)
@@ -168,11 +187,11 @@ def _train_stage(cfg, workdir, stop_after, progress, preemption) -> StageResult:
   if _all_agree(done is not None):
     log.info("%s: already trained to step %d; nothing to do", workdir, cfg.train.num_steps)
     return done or StageResult(workdir, None, None, int(cfg.train.num_steps), None, None, {})
-  if main:
-    checkpoint.write_config(wd, cfg)
   mesh = make_mesh(cfg.mesh_shape)
   log.info("mesh %s", dict(mesh.shape))
-  setup = train_setup(cfg, mesh)
+  setup = train_setup(cfg, mesh)  # checks that the batch splits over the mesh
+  if main:
+    checkpoint.write_config(wd, cfg)
   config, model, rules = setup.config, setup.model, setup.rules
 
   with jax.set_mesh(mesh):
@@ -188,19 +207,12 @@ def _train_stage(cfg, workdir, stop_after, progress, preemption) -> StageResult:
 
   state = setup.init_state(trainable)
   ckpts = checkpoint.TrainCheckpoints(wd / "checkpoints", keep=cfg.train.keep_checkpoints)
-  start = ckpts.latest_step()
-  loader = None
+  start, restored, loader = _restore_newest_intact(cfg, setup, ckpts)
   if start is not None:
-    restore_data = ckpts.has_data_state(start)
-    if restore_data:
-      loader = train_data.train_iterator(cfg, split="train")
-    else:
-      log.info("step %d's data iterator was saved by another number of processes: positioning "
-               "the loader at step %d instead", start, start)
-    restored = ckpts.restore(start, setup.state["trainable"], setup.state["opt_state"],
-                             data_iter=loader)
+    meta = restored["meta"]
     state = {"step": jnp.asarray(start, jnp.int32), "trainable": restored["trainable"],
-             "opt_state": restored["opt_state"]}
+             "opt_state": restored["opt_state"],
+             "skips": skip_counters(meta.get("skipped_total", 0), meta.get("skip_streak", 0))}
     log.info("resumed from %s step %d", ckpts.directory, start)
   if loader is None:
     loader = train_data.train_iterator(cfg, split="train", start_step=int(start or 0))
@@ -219,6 +231,7 @@ def _train_stage(cfg, workdir, stop_after, progress, preemption) -> StageResult:
   writer = MetricsWriter(workdir, enabled=main)
   num_steps = int(cfg.train.num_steps)
   step = int(start or 0)
+  records_in_first = int(np.sum(first_batch.get("records_skipped", 0)))
   batch = to_device(first_batch)
   with jax.set_mesh(mesh):  # without it Flax's activation constraints are no-ops
     traced = setup.jit_step.trace(state, frozen, batch)
@@ -237,18 +250,49 @@ def _train_stage(cfg, workdir, stop_after, progress, preemption) -> StageResult:
   done_here = 0
   logged: dict[int, float] = {}
   meta = {"stage": int(cfg.stage), "variant": cfg.variant, "process_count": jax.process_count()}
+  max_skips = int(cfg.train.get("max_consecutive_skips", 5))
+  # Prompt-less records the loader passed over (this process's rows, this invocation).
+  records_skipped = records_in_first
+
+  def next_batch():
+    nonlocal records_skipped
+    b = next(loader)
+    records_skipped += int(np.sum(b.get("records_skipped", 0)))
+    return to_device(b)
+
+  def check_streak(at_step: int, step_metrics) -> None:
+    """Stop when the updates up to `at_step` were skipped `max_skips` times in a row."""
+    streak = int(jax.device_get(step_metrics["skip_streak"]))
+    if streak >= max_skips:
+      ckpts.close()
+      writer.close()
+      raise Diverged(at_step - streak + 1, at_step, max_skips, ckpts.latest_step(), workdir)
+
+  def save() -> None:
+    skips = jax.device_get(state["skips"])
+    ckpts.save(step, state["trainable"], state["opt_state"], data_iter=loader,
+               meta=dict(meta, skipped_total=int(skips["total"]),
+                         skip_streak=int(skips["streak"])))
+
+  # The previous step's skip streak is read once the next step is queued, so the host never
+  # waits on the step in flight (the devices stay busy); saves read the current one.
+  pending = None
   try:
     while step < num_steps:
       state, metrics = compiled(state, frozen, batch)
       step += 1
       done_here += 1
       steps_since += 1
+      if pending is not None:
+        check_streak(*pending)
+      pending = (step, metrics)
       if step % cfg.train.log_every == 0 or step == num_steps or step == 1 or done_here == 1:
         m = {k: float(v) for k, v in jax.device_get(metrics).items()}
         dt = (time.perf_counter() - t_last) / max(steps_since, 1)
         t_last, steps_since = time.perf_counter(), 0
         m.update(samples_per_s=global_batch / dt, tokens_per_s=tokens_per_batch / dt,
-                 step_gflop=step_flops / 1e9, mfu=step_flops / dt / peak)
+                 step_gflop=step_flops / 1e9, mfu=step_flops / dt / peak,
+                 records_skipped=records_skipped)
         writer.write(step, m)
         logged[step] = m["loss"]
         if bar is not None:
@@ -257,22 +301,33 @@ def _train_stage(cfg, workdir, stop_after, progress, preemption) -> StageResult:
         bar.update(1)
       saved = False
       if step % cfg.train.ckpt_every == 0 or step == num_steps:
-        ckpts.save(step, state["trainable"], state["opt_state"], data_iter=loader, meta=meta)
+        check_streak(step, metrics)
+        save()
         saved = True
       if step < num_steps and preemption.reached(done_here):
         if not saved:
-          ckpts.save(step, state["trainable"], state["opt_state"], data_iter=loader, meta=meta)
+          check_streak(step, metrics)
+          save()
         ckpts.close()
         writer.close()
         raise Preempted(step, workdir)
       if stop_after is not None and done_here >= stop_after:
         break
       if step < num_steps:
-        batch = to_device(next(loader))
+        batch = next_batch()
+    if pending is not None:
+      check_streak(*pending)
   finally:
     if bar is not None:
       bar.close()
   ckpts.close()
+  skipped_total = int(jax.device_get(state["skips"]["total"]))
+  if skipped_total:
+    log.warning("%d update(s) of this stage were skipped: non-finite loss or gradient norm "
+                "(metrics.jsonl: 'skipped')", skipped_total)
+  if records_skipped:
+    log.warning("the loader passed over %d record(s) that cannot make a prompt (named above)",
+                records_skipped)
 
   eval_loss = None
   if step >= num_steps and cfg.train.eval_batches:
@@ -285,10 +340,65 @@ def _train_stage(cfg, workdir, stop_after, progress, preemption) -> StageResult:
     first_loss, last_loss = loss_ends(wd / "metrics.jsonl")
   else:  # this invocation's steps only (process 0 alone writes the metrics log)
     first_loss, last_loss = _ends(logged)
-  result = StageResult(workdir, first_loss, last_loss, step, start, eval_loss, sources)
+  result = StageResult(workdir, first_loss, last_loss, step, start, eval_loss, sources,
+                       skipped_total)
   if main:
     (wd / "result.json").write_text(json.dumps(dataclasses.asdict(result), indent=2))
   return result
+
+
+def _all_succeeded(ok: bool) -> bool:
+  """Whether `ok` holds on every process (a restore that failed on one process failed)."""
+  if jax.process_count() == 1:
+    return ok
+  return bool(np.min(multihost_utils.process_allgather(np.int32(ok))))
+
+
+def _restore_newest_intact(cfg, setup, ckpts: checkpoint.TrainCheckpoints):
+  """(step, restored items, loader) of the newest checkpoint step that restores and matches
+  its checksums, or (None, None, None) without checkpoints. The loader is the restored Grain
+  iterator, or None where the step's iterator state was saved by another process count (the
+  caller positions a fresh loader at the step).
+
+  Newer steps that are damaged are named in a warning and moved to damaged_checkpoints/
+  (never deleted), so keep-N counts only intact steps and a later save of the same step number
+  does not collide. If no step restores, nothing is moved and the run stops (WorkdirError
+  naming each step and why): training from scratch over a workdir with checkpoints would
+  silently throw the run away."""
+  damaged: list[checkpoint.DamagedCheckpoint] = []
+  for step in reversed(ckpts.all_steps()):
+    loader = None
+    if ckpts.has_data_state(step):
+      loader = train_data.train_iterator(cfg, split="train")
+    else:
+      log.info("step %d's data iterator was saved by another number of processes: "
+               "positioning the loader at step %d instead", step, step)
+    restored, error = None, None
+    try:
+      restored = ckpts.restore(step, setup.state["trainable"], setup.state["opt_state"],
+                               data_iter=loader)
+    except checkpoint.DamagedCheckpoint as e:
+      error = e
+    if _all_succeeded(error is None):
+      for bad in damaged:
+        if distributed.is_main_process():
+          dest = ckpts.move_aside(bad.step)
+          log.warning("%s. Resuming from step %d; step %d is kept in %s", bad, step, bad.step,
+                      dest)
+      if damaged and jax.process_count() > 1:
+        multihost_utils.sync_global_devices("hawk_jax:damaged_moved")
+        ckpts.reload()
+      return step, restored, loader
+    damaged.append(error or checkpoint.DamagedCheckpoint(
+        step, ckpts.directory, "it failed to restore on another process (see its log)"))
+    log.warning("%s; trying the step before it", damaged[-1])
+  if damaged:
+    raise WorkdirError(
+        f"no checkpoint in {ckpts.directory} restores: "
+        + "; ".join(f"step {d.step}: {d.reason}" for d in damaged)
+        + ". Nothing was moved or deleted. To train this stage from the start, move "
+        f"{ckpts.directory} aside")
+  return None, None, None
 
 
 def _store_frozen(wd: epath.Path, frozen, mode: str, frozen_from: str | None) -> None:
@@ -347,8 +457,11 @@ def evaluate_loss(model, cfg, trainable, frozen, mesh, rules, batch_shardings):
   process reads its shard of each batch and joins the step."""
   try:
     it = train_data.train_iterator(cfg, split="test", train=False)
-  except (FileNotFoundError, KeyError) as e:
+  except (FileNotFoundError, KeyError) as e:  # no test split
     log.info("no held-out evaluation: %s", e)
+    return None
+  except ValueError as e:  # a test split none of whose records makes a prompt
+    log.warning("no held-out evaluation: %s", e)
     return None
   eval_fn = jax.jit(make_eval_step(model, cfg.loss.to_dict(), tuple(rules)))
   totals = []

@@ -1,5 +1,5 @@
 """The train step of a stage config, set up for a mesh: model, optimizer, the shardings of the
-train state {step, trainable, opt_state}, of the frozen towers and of the batch, the abstract
+train state {step, trainable, opt_state, skips}, of the frozen towers and of the batch, the abstract
 arguments, and the jitted step. The training loop runs it, the planner compiles it ahead of
 time and the benchmark times it -- all three build it here, so they run the same program.
 """
@@ -19,6 +19,7 @@ from hawk_jax.models.hawk import Hawk, split_params
 from hawk_jax.models.model_config import HawkConfig
 from hawk_jax.models.params import param_shardings
 from hawk_jax.sharding import batch_sharding, make_mesh, replicated, rules_as_list
+from hawk_jax.stage_config import ConfigError
 from hawk_jax.train.data import batch_spec
 from hawk_jax.train.optim import make_optimizer
 from hawk_jax.train.step import make_train_step
@@ -36,7 +37,7 @@ class TrainSetup:
   tx: optax.GradientTransformation
   schedule: Callable
   param_shardings: dict     # every parameter (trainable and frozen)
-  state_shardings: dict     # {step, trainable, opt_state}
+  state_shardings: dict     # {step, trainable, opt_state, skips}
   frozen_shardings: dict
   batch_shardings: dict
   state: dict
@@ -62,7 +63,8 @@ class TrainSetup:
     """The train state at step 0 for `trainable` parameters already on the mesh."""
     opt_state = jax.jit(self.tx.init, out_shardings=self.state_shardings["opt_state"])(
         trainable)
-    return {"step": jnp.zeros((), jnp.int32), "trainable": trainable, "opt_state": opt_state}
+    return {"step": jnp.zeros((), jnp.int32), "trainable": trainable, "opt_state": opt_state,
+            "skips": skip_counters()}
 
   def trace(self):
     """The step traced on the abstract arguments, inside the mesh: without a mesh in context
@@ -85,7 +87,8 @@ def train_setup(cfg: ml_collections.ConfigDict, mesh: Mesh | None = None,
   train_shard, frozen_shard = split_params(shardings, config)
   tx, schedule = make_optimizer(cfg.optim, cfg.train.num_steps)
   state_shard = {"step": replicated(mesh), "trainable": train_shard,
-                 "opt_state": _opt_state_shardings(tx, trainable, train_shard, mesh)}
+                 "opt_state": _opt_state_shardings(tx, trainable, train_shard, mesh),
+                 "skips": {"total": replicated(mesh), "streak": replicated(mesh)}}
   spec = batch_spec(cfg)
   batch_shard = {k: batch_sharding(mesh, len(s.shape), rules) for k, s in spec.items()}
   _check_batch(cfg, mesh, batch_shard["input_ids"])
@@ -96,12 +99,18 @@ def train_setup(cfg: ml_collections.ConfigDict, mesh: Mesh | None = None,
   state = {"step": jax.ShapeDtypeStruct((), jnp.int32, sharding=state_shard["step"]),
            "trainable": _with_sharding(trainable, train_shard),
            "opt_state": _with_sharding(jax.eval_shape(tx.init, trainable),
-                                       state_shard["opt_state"])}
+                                       state_shard["opt_state"]),
+           "skips": _with_sharding(jax.eval_shape(skip_counters), state_shard["skips"])}
   batch = {k: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=batch_shard[k])
            for k, s in spec.items()}
   return TrainSetup(cfg, config, model, mesh, rules, tx, schedule, shardings, state_shard,
                     frozen_shard, batch_shard, state, _with_sharding(frozen, frozen_shard),
                     batch, jit_step)
+
+
+def skip_counters(total: int = 0, streak: int = 0) -> dict:
+  """The step's count of skipped (non-finite) updates, all and consecutive (train/step.py)."""
+  return {"total": jnp.asarray(total, jnp.int32), "streak": jnp.asarray(streak, jnp.int32)}
 
 
 def _opt_state_shardings(tx, trainable, train_shard, mesh):
@@ -129,9 +138,10 @@ def _check_batch(cfg, mesh: Mesh, sharding: NamedSharding) -> None:
   accum = int(cfg.optim.grad_accum_steps)
   shards = _axes_size(mesh, sharding.spec[0] if len(sharding.spec) else None)
   if b % accum:
-    raise ValueError(f"train.batch_size={b} is not a multiple of optim.grad_accum_steps={accum}")
+    raise ConfigError(f"--config.train.batch_size={b} is not a multiple of "
+                      f"optim.grad_accum_steps={accum}; use a multiple of {accum}")
   if (b // accum) % shards:
-    raise ValueError(
-        f"train.batch_size={b} / grad_accum_steps={accum} = {b // accum} rows per micro-batch "
-        f"do not split over the {shards} devices of the batch mesh axes "
+    raise ConfigError(
+        f"--config.train.batch_size={b} / grad_accum_steps={accum} = {b // accum} rows per "
+        f"micro-batch do not split over the {shards} devices of the batch mesh axes "
         f"(mesh {dict(mesh.shape)}); use a multiple of {shards * accum}")

@@ -4,6 +4,12 @@ Gradients are taken with respect to the trainable tree only, so nothing is compu
 frozen towers (their outputs do not depend on trainable parameters); with the released
 `query_tokens_motion` trainable, gradients flow back through the frozen motion image Q-Former,
 exactly as in the released code. Gradient accumulation scans over micro-batches inside the step.
+
+A step whose loss or gradient norm is not finite changes nothing but its counters: the update
+is dropped inside the step (a select between the new and the old parameters and optimizer
+state, no host round trip), `skips.total` and `skips.streak` (consecutive skips) count it, and
+the training loop stops the run after `train.max_consecutive_skips` in a row. So a NaN never
+reaches the parameters, and a checkpoint always holds the last good ones.
 """
 from __future__ import annotations
 
@@ -43,7 +49,7 @@ def forward_loss(model: Hawk, params, batch, rng, loss_cfg, deterministic: bool 
 def make_train_step(model: Hawk, tx: optax.GradientTransformation, schedule: Callable,
                     loss_cfg: dict, seed: int, accum_steps: int = 1, rules=None):
   """Returns step(state, frozen, batch) -> (state, metrics); state = {step, trainable,
-  opt_state}. Wrap it in jax.jit with shardings (hawk_jax.train.state)."""
+  opt_state, skips}. Wrap it in jax.jit with shardings (hawk_jax.train.state)."""
   loss_cfg = dict(loss_cfg)
 
   def loss_fn(trainable, frozen, batch, rng):
@@ -76,9 +82,20 @@ def make_train_step(model: Hawk, tx: optax.GradientTransformation, schedule: Cal
                  for k, v in terms.items()}
       updates, opt_state = tx.update(grads, state["opt_state"], state["trainable"])
       trainable = optax.apply_updates(state["trainable"], updates)
-      metrics = dict(terms, grad_norm=optax.global_norm(grads),
-                     learning_rate=schedule(state["step"]))
-      new_state = {"step": state["step"] + 1, "trainable": trainable, "opt_state": opt_state}
+      grad_norm = optax.global_norm(grads)
+      finite = jnp.isfinite(terms["loss"]) & jnp.isfinite(grad_norm)
+
+      def unless_bad(new, old):
+        return jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+
+      skipped = jnp.logical_not(finite).astype(jnp.int32)
+      skips = {"total": state["skips"]["total"] + skipped,
+               "streak": jnp.where(finite, 0, state["skips"]["streak"] + 1)}
+      metrics = dict(terms, grad_norm=grad_norm, learning_rate=schedule(state["step"]),
+                     skipped=skipped, skip_streak=skips["streak"])
+      new_state = {"step": state["step"] + 1,
+                   "trainable": unless_bad(trainable, state["trainable"]),
+                   "opt_state": unless_bad(opt_state, state["opt_state"]), "skips": skips}
       return new_state, metrics
 
   return step
