@@ -85,6 +85,15 @@ def _torch_to_numpy(t, keep_bf16: bool = False):
   return t.detach().cpu().numpy()
 
 
+def _unpickling_detail(e: Exception) -> str:
+  """What torch's weights-only unpickler refused ("Trying to load unsupported GLOBAL
+  posix.system ..."), without its advice to retry with weights_only=False: that runs the
+  file's code."""
+  lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+  named = [line for line in lines if "GLOBAL" in line or "Unsupported" in line]
+  return (named or lines or [type(e).__name__])[0]
+
+
 def load_torch_file(path: str, keep_bf16: bool = False) -> dict:
   """A `.pth`/`.bin` file read with weights_only=True; nested dicts of tensors become numpy."""
   import pickle
@@ -102,7 +111,8 @@ def load_torch_file(path: str, keep_bf16: bool = False) -> dict:
     raise UnsafeCheckpointError(
         f"{path}: refused — it holds Python objects that only arbitrary unpickling could "
         f"rebuild, and weights are read with torch.load(weights_only=True) only. Re-save it as "
-        f"a plain state dict (tensors, numbers, strings) or as safetensors. Detail: {e}") from e
+        f"a plain state dict (tensors, numbers, strings) or as safetensors. Detail: "
+        f"{_unpickling_detail(e)}") from e
 
   def conv(o):
     if isinstance(o, torch.Tensor):

@@ -59,12 +59,13 @@ from hawk_jax.models.model_config import HawkConfig
 from hawk_jax.models.params import abstract_params, random_params, subtree
 from hawk_jax.tensor_files import (
   UnsafeCheckpointError,
+  is_remote,
   local_copy_of,
   local_path_for,
   safetensors_keys,
 )
 from hawk_jax.train.optim import make_optimizer
-from hawk_jax.workdir import WorkdirError, load_params, write_workdir
+from hawk_jax.workdir import WorkdirError, load_params, read_config, select_step, write_workdir
 
 STAGE_CONFIGS = {1: stage1_pretrain, 2: stage2_finetune, 3: stage3_test}
 BRANCHES = ("appearance", "motion")
@@ -89,9 +90,29 @@ def read_for_export(workdir: str, include_frozen: bool = True, step: int | None 
   return loaded.config, loaded.params
 
 
+def check_output_file(out: str, flag: str = "--out") -> None:
+  """Raises (naming `out`) when a local `out` cannot be a file to write: it is a folder, or a
+  file stands where one of its folders would be. Called before anything is read, so a typo
+  does not cost the reading of the weights."""
+  if is_remote(out):
+    return
+  if os.path.isdir(out):
+    raise IsADirectoryError(f"{out}: is a folder; {flag} takes a file name (e.g. hawk.pth)")
+  parent = os.path.dirname(os.path.abspath(out))
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if not os.path.isdir(parent):
+    raise NotADirectoryError(f"{out}: cannot be written ({flag}): {parent} is a file, not a "
+                             "folder")
+
+
 def to_torch(checkpoint_dir: str, out: str, full: bool = False, hf_llama: str | None = None,
              step: int | None = None, log=print) -> list[str]:
   """Export a workdir; returns the paths written (local or gs://)."""
+  check_output_file(out)
+  if full:
+    check_output_file(full_path_for(out))
+  select_step(checkpoint_dir, step)  # a missing workdir or step, before torch is imported
   import torch
 
   from hawk_jax.convert.torch_hawk import to_torch_state  # needs torch
@@ -312,17 +333,21 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+  """Bad input -- a --checkpoint that is not a workdir, a --step it lacks or that is damaged
+  (WorkdirError), an --out that cannot be written, a weight file that is missing, refused
+  (UnsafeCheckpointError) or does not fit the model (ConversionError) -- is one `error: ...`
+  line on stderr and exit status 2."""
   args = _parser().parse_args(argv)
   try:
     if args.command == "to-torch":
+      read_config(args.checkpoint)  # not a workdir: said before anything else
       to_torch(args.checkpoint, args.out, args.full, args.hf_llama, args.step)
     else:
       from_torch(args.out, args.size, args.variant, args.stage, args.hawk, args.llama_hf,
                  args.vision_hf, args.eva_vit_lavis, args.qformer_hf, args.blip2_lavis,
                  args.seed, args.step)
-  except (ConversionError, UnsafeCheckpointError, FileNotFoundError, FileExistsError,
-          ValueError, WorkdirError) as e:
-    print(f"error: {e}", file=sys.stderr)
+  except (ConversionError, UnsafeCheckpointError, WorkdirError, ValueError, OSError) as e:
+    print(f"error: {' '.join(str(e).split()) or type(e).__name__}", file=sys.stderr)
     return 2
   return 0
 

@@ -12,6 +12,12 @@ Description and QA are scored separately. The judge runs when OPENAI_BASE_URL is
 report.json and report.md into --out (and the judge's answer cache, so a rerun asks only what is
 missing) and prints the Markdown table. --out may be a gs:// path.
 
+A predictions line that cannot be read (not UTF-8, not JSON, not such a record) is named on
+stderr as `error: FILE:LINE: why`; every good line is still scored, the bad ones are listed in
+the report, and the exit status is 2. Other bad input (a missing file, a --checkpoint that is not
+a workdir, a --step it lacks or that is damaged, a missing --data_dir or split) is one
+`error: ...` line and exit status 2, before any weight is read where it can be.
+
 With --checkpoint, --layout places the weights (hawk_jax/infer/serving_layout.py; default
 auto). Under a pod, `--distributed` (every process runs the same command) shares the test items
 among the processes, whose generation runs on one model sharded over all of them
@@ -29,13 +35,16 @@ from etils import epath
 
 from hawk_jax import distributed
 from hawk_jax.eval import report as report_lib
-from hawk_jax.eval.evaluate import evaluate_predictions, load_predictions
+from hawk_jax.eval.evaluate import evaluate_predictions, read_predictions
 from hawk_jax.eval.judge import Judge, JudgeConfig, JudgeSetupError
 from hawk_jax.infer import cli_flags
 from hawk_jax.infer import predict as predict_lib
 
 # Our choice when --judge_model is not given; the paper names no judge model version.
 DEFAULT_JUDGE_MODEL = "gpt-4o"
+# The --checkpoint route's flags whose default is None (so giving one can be told).
+_CHECKPOINT_ONLY = ("step", "data_dir", "max_items", "tokenizer", "max_new_tokens", "strategy",
+                    "temperature", "top_p", "num_beams")
 
 
 def _parse_args(argv):
@@ -59,6 +68,11 @@ def _parse_args(argv):
   args = parser.parse_args(argv)
   if (args.predictions is None) == (args.checkpoint is None):
     parser.error("give either --predictions FILE or --checkpoint DIR --data_dir DIR")
+  if args.predictions is not None:  # flags that would be ignored are refused, not dropped
+    given = [f"--{k}" for k in _CHECKPOINT_ONLY if getattr(args, k) is not None]
+    if given:
+      parser.error(f"{', '.join(given)} only apply with --checkpoint; --predictions scores "
+                   "the file as it is")
   return args
 
 
@@ -79,28 +93,51 @@ def make_judge(args) -> tuple[Judge | None, str]:
 def main(argv: Sequence[str] | None = None) -> int:
   args = _parse_args(argv)
   cli_flags.start(args)  # --distributed: before anything touches a device
+  bad_lines: list[str] = []
   try:
     judge, skipped = make_judge(args)  # first: a bad judge setup fails before generation
     if args.checkpoint:  # generate from a trained workdir (writes OUT/predictions.jsonl)
       records = predict_lib.predictions_from_checkpoint(args)
     else:
-      records = load_predictions(args.predictions)
-  except (OSError, ValueError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+      # Every good line is scored; each bad one is named (FILE:LINE: why) here and in the
+      # report, and makes the exit status 2.
+      records, bad_lines = read_predictions(args.predictions)
+      _print_bad_lines(bad_lines)
+      if not records:
+        raise ValueError(f"{args.predictions}: no prediction to score"
+                         + (f" (all {len(bad_lines)} non-blank line(s) are bad)" if bad_lines
+                            else " (the file is empty or blank)"))
+  except cli_flags.USER_ERRORS as e:
+    return cli_flags.fail(e)
   if args.distributed and not distributed.is_main_process():
     return 0  # process 0 scores, asks the judge and writes the report
   if judge is None:
     print(f"GPT-guided judge skipped: {skipped}.", file=sys.stderr)
   try:
-    report = evaluate_predictions(records, args.out, judge=judge, judge_skipped=skipped)
-  except JudgeSetupError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+    report = evaluate_predictions(records, args.out, judge=judge, judge_skipped=skipped,
+                                  skipped_lines=bad_lines)
+  except (JudgeSetupError, OSError) as e:  # no judge there; the report cannot be written
+    return cli_flags.fail(e)
   print(report_lib.report_markdown(report), end="")
   out = epath.Path(args.out)
   print(f"wrote {out / 'report.json'} and {out / 'report.md'}", file=sys.stderr)
+  if bad_lines:
+    print(f"error: {len(bad_lines)} bad line(s) of {args.predictions} not scored (listed "
+          f"above and in the report); {len(records)} prediction(s) scored", file=sys.stderr)
+    return 2
   return 0
+
+
+# Bad lines printed one by one; the rest are counted (all of them are in the report).
+_MAX_PRINTED_BAD_LINES = 20
+
+
+def _print_bad_lines(bad_lines) -> None:
+  for line in bad_lines[:_MAX_PRINTED_BAD_LINES]:
+    print(f"error: {cli_flags.one_line(line)}", file=sys.stderr)
+  if len(bad_lines) > _MAX_PRINTED_BAD_LINES:
+    print(f"error: ... and {len(bad_lines) - _MAX_PRINTED_BAD_LINES} more bad line(s)",
+          file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -50,20 +50,43 @@ def check_record(record, where: str) -> dict:
   return out
 
 
-def load_predictions(path) -> list[dict]:
-  """The records of a predictions JSON-lines file (local or gs://), checked line by line."""
-  if not epath.Path(path).is_file():
+def read_predictions(path) -> tuple[list[dict], list[str]]:
+  """(records, bad lines) of a predictions JSON-lines file (local or gs://): every good line's
+  checked record, and one `FILE:LINE: why` for each line that is not one (not UTF-8, not JSON,
+  not a prediction record). Blank lines are neither. A missing file is FileNotFoundError."""
+  p = epath.Path(path)
+  if not p.is_file():
     raise FileNotFoundError(f"{path}: no such predictions file")
-  records = []
-  text = epath.Path(path).read_text(encoding="utf-8")
-  for line_no, line in enumerate(text.splitlines(), 1):
+  records, bad = [], []
+  for line_no, raw in enumerate(p.read_bytes().splitlines(), 1):
+    where = f"{path}:{line_no}"
+    try:
+      line = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+      bad.append(f"{where}: not UTF-8 text (byte {e.start})")
+      continue
     if not line.strip():
       continue
     try:
       record = json.loads(line)
     except ValueError as e:
-      raise ValueError(f"{path}:{line_no}: not valid JSON ({e})") from None
-    records.append(check_record(record, f"{path}:{line_no}"))
+      bad.append(f"{where}: not valid JSON ({e})")
+      continue
+    try:
+      records.append(check_record(record, where))
+    except ValueError as e:
+      bad.append(str(e))
+  return records, bad
+
+
+def load_predictions(path) -> list[dict]:
+  """The records of a predictions JSON-lines file (local or gs://), every line checked; a bad
+  line is a ValueError naming it (FILE:LINE), an empty file one naming the file.
+  `read_predictions` keeps the good lines instead."""
+  records, bad = read_predictions(path)
+  if bad:
+    raise ValueError(bad[0] + (f" (and {len(bad) - 1} more bad line(s))" if len(bad) > 1
+                               else ""))
   if not records:
     raise ValueError(f"{path}: no predictions in the file")
   return records
@@ -89,7 +112,8 @@ def _task_report(records: Sequence[dict], judge: Judge | None) -> dict:
 
 def evaluate_predictions(records: Iterable[Mapping[str, str]], out_dir: str,
                          judge: Judge | None = None,
-                         judge_skipped: str = "no judge given") -> dict:
+                         judge_skipped: str = "no judge given",
+                         skipped_lines: Sequence[str] = ()) -> dict:
   """Scores the records per task, writes report.json and report.md into out_dir.
 
   Args:
@@ -97,6 +121,8 @@ def evaluate_predictions(records: Iterable[Mapping[str, str]], out_dir: str,
     out_dir: where the report goes.
     judge: the GPT-guided judge, or None to skip it.
     judge_skipped: why there is no judge, for the report.
+    skipped_lines: the `FILE:LINE: why` of predictions that could not be read
+      (`read_predictions`), listed in the report as not scored.
 
   Returns:
     The report dict (what report.json holds).
@@ -114,7 +140,7 @@ def evaluate_predictions(records: Iterable[Mapping[str, str]], out_dir: str,
     judge_info = {"model": judge.config.model, "base_url": judge.config.base_url,
                   "cache": judge.config.cache_path}
   report = {"tasks": tasks, "paper_hawk": report_lib.PAPER_HAWK, "judge": judge_info,
-            "bleu_note": _BLEU_NOTE}
+            "bleu_note": _BLEU_NOTE, "skipped_lines": list(skipped_lines)}
   write_report(report, out_dir)
   return report
 

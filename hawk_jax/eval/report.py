@@ -4,7 +4,8 @@
 One table per task ((A) description, (B) QA), columns BLEU-1..4 and the GPT-guided
 Reasonability / Detail / Consistency, rows for our model (and NLTK's BLEU beside ours) and the
 paper's HAWK row. Judge failures are shown under each table, because a mean over the scored
-items says nothing about the items that were not scored.
+items says nothing about the items that were not scored; prediction lines that could not be
+read are listed at the end, for the same reason.
 """
 from __future__ import annotations
 
@@ -83,6 +84,11 @@ def report_markdown(report: dict) -> str:
         lines.append(f"| {f['item']} | {f['video'] or '–'} | {f['dimension']} | {f['attempts']} "
                      f"| {reason} |")
       lines.append("")
+  skipped = report.get("skipped_lines") or []
+  if skipped:
+    lines += [f"## Not scored — {len(skipped)} bad prediction line"
+              f"{'s' if len(skipped) != 1 else ''}", ""]
+    lines += [f"- {line.replace(chr(10), ' ')[:300]}" for line in skipped] + [""]
   lines.append(f"BLEU: {report.get('bleu_note', '')}")
   return "\n".join(lines).rstrip() + "\n"
 

@@ -9,6 +9,8 @@ ends. The video is encoded once and given to the model once, in the first messag
 conversation lives in the LLM's KV cache, so later turns add only their own tokens
 (hawk_jax.infer.conversation). The system prompt is the released demo's unless --system is
 given (--system " " gives the training layout, whose first answer equals `describe`'s).
+Bad input is one `error: PATH: what is wrong` line on stderr and exit status 2, before the
+weights are read (as in describe).
 
 --layout places the weights (hawk_jax/infer/serving_layout.py; default auto). With
 --distributed every process of a pod runs this same command (the model is sharded over all of
@@ -106,19 +108,20 @@ def run(conversation, stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
   args = _parse_args(argv)
   cli_flags.start(args)  # --distributed: before anything touches a device
+  t0 = time.perf_counter()
+  try:
+    # Bad input fails in a moment, before the weights are read (as in describe).
+    cfg = cli_flags.check_checkpoint(args)
+    if cli_flags.generation_options(cfg, args).strategy == "beam":  # the config may say beam
+      raise ValueError("chat streams its answers: pass --strategy greedy or sample")
+    [video] = cli_flags.read_videos(cfg, [args.video])
+    engine, options = cli_flags.load_engine(args)
+    system = prompts.DEMO_SYSTEM_PROMPT if args.system is None else args.system
+  except cli_flags.USER_ERRORS as e:
+    return cli_flags.fail(e)
   main_process = distributed.is_main_process()
   out = sys.stdout if main_process else io.StringIO()
   err = sys.stderr if main_process else io.StringIO()
-  t0 = time.perf_counter()
-  try:
-    engine, options = cli_flags.load_engine(args)
-    if options.strategy == "beam":  # the run config may say beam; chat streams
-      raise ValueError("chat streams its answers: pass --strategy greedy or sample")
-    video = engine.load_video(args.video)
-    system = prompts.DEMO_SYSTEM_PROMPT if args.system is None else args.system
-  except (OSError, ValueError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
   # The conversation's own calls (prefill, turns, token choice) run inside the layout's mesh
   # too, so the arrays they create are global.
   with engine.layout.activate():

@@ -12,6 +12,10 @@ prompt is the stage-2 test prompt (frame timestamps, system prompt " "); without
 asks the first stage-2 description question. Unset generation flags take the run config's
 `generate` section. Progress and timings go to stderr.
 
+Bad input (a --checkpoint that is not a workdir, a --step it lacks, a missing, empty or
+undecodable video) is one `error: PATH: what is wrong` line on stderr and exit status 2; the
+videos are decoded before the weights are read, so that comes at once.
+
 --layout places the weights (hawk_jax/infer/serving_layout.py; default auto). With
 --distributed every process of a pod runs this same command on the same videos (the model is
 sharded over all of them); process 0 prints, and answers come whole rather than streamed.
@@ -48,17 +52,20 @@ def _parse_args(argv):
 def main(argv: Sequence[str] | None = None) -> int:
   args = _parse_args(argv)
   cli_flags.start(args)  # --distributed: before anything touches a device
+  t0 = time.perf_counter()
+  try:
+    # Bad input fails in a moment, before the weights are read: the workdir and its step,
+    # the generation flags, then every video (WorkdirError, ValueError, VideoError).
+    cfg = cli_flags.check_checkpoint(args)
+    cli_flags.generation_options(cfg, args)
+    videos = cli_flags.read_videos(cfg, args.videos)
+    engine, options = cli_flags.load_engine(args)
+  except cli_flags.USER_ERRORS as e:
+    return cli_flags.fail(e)
   # Every process computes (SPMD); process 0 alone prints.
   main_process = distributed.is_main_process()
   out = sys.stdout if main_process else io.StringIO()
   err = sys.stderr if main_process else io.StringIO()
-  t0 = time.perf_counter()
-  try:
-    engine, options = cli_flags.load_engine(args)
-    videos = [engine.load_video(path) for path in args.videos]
-  except (OSError, ValueError) as e:  # WorkdirError, VideoError, bad flags are ValueErrors
-    print(f"error: {e}", file=sys.stderr)
-    return 2
   question = args.question or DEFAULT_QUESTION
   system = prompts.TRAIN_SYSTEM_PROMPT if args.system is None else args.system
   print(f"[loaded {args.checkpoint} and {len(videos)} video(s) in "

@@ -109,6 +109,32 @@ class Video:
 
 
 @dataclasses.dataclass(frozen=True)
+class VideoSettings:
+  """How a run's videos are decoded: frame count, frame size and motion mode (the stage
+  config's `data` section, falling back to the model's). Read from config.json alone, so the
+  command lines decode (and check) their videos before any weight is read."""
+  num_frames: int
+  image_size: int
+  motion_mode: str
+
+  @classmethod
+  def from_config(cls, cfg, config: HawkConfig | None = None) -> "VideoSettings":
+    config = config or HawkConfig.from_stage_config(cfg)
+    data = cfg.get("data") or {}
+    return cls(num_frames=int(data.get("num_frames", config.max_frames)),
+               image_size=int(data.get("image_size", config.vision.image_size)),
+               motion_mode=str(data.get("motion", "flow_mask")))
+
+  def load(self, path: str) -> Video:
+    """Decodes `path` and computes its motion; data_pipelines.video.VideoError (a ValueError)
+    names the file and what is wrong with it (missing, empty, not a video, too short)."""
+    clip = motion_lib.extract(path, num_frames=self.num_frames, size=self.image_size,
+                              mode=self.motion_mode)
+    return Video(clip["frames"], clip["motion"], np.asarray(clip["timestamps"], np.float32),
+                 path)
+
+
+@dataclasses.dataclass(frozen=True)
 class Answer:
   text: str
   tokens: list[int]        # generated ids, EOS and padding removed
@@ -181,10 +207,10 @@ class Engine:
     self.tokenizer = tokenizer
     self.prompt_bucket = int(prompt_bucket)
     self.num_visual_tokens = self.config.num_visual_tokens
-    data = cfg.get("data") or {}
-    self.num_frames = int(data.get("num_frames", self.config.max_frames))
-    self.image_size = int(data.get("image_size", self.config.vision.image_size))
-    self.motion_mode = str(data.get("motion", "flow_mask"))
+    self.video_settings = VideoSettings.from_config(cfg, self.config)
+    self.num_frames = self.video_settings.num_frames
+    self.image_size = self.video_settings.image_size
+    self.motion_mode = self.video_settings.motion_mode
     self.encode_calls = 0     # how many times the vision towers ran (chat encodes once)
     self.videos_encoded = 0
 
@@ -218,10 +244,7 @@ class Engine:
 
   def load_video(self, path: str) -> Video:
     """Decodes `path` and computes motion with the run's frame count, size and motion mode."""
-    clip = motion_lib.extract(path, num_frames=self.num_frames, size=self.image_size,
-                              mode=self.motion_mode)
-    return Video(clip["frames"], clip["motion"], np.asarray(clip["timestamps"], np.float32),
-                 path)
+    return self.video_settings.load(path)
 
   def _put(self, x, dtype, rows: int | None):
     """Host rows -> a global array on the layout (this process's rows of a `rows`-row batch

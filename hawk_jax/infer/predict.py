@@ -50,6 +50,7 @@ import numpy as np
 from etils import epath
 
 from data_pipelines import loaders
+from data_pipelines import records as records_lib
 from hawk_jax import distributed
 from hawk_jax.infer import cli_flags
 from hawk_jax.infer.engine import round_up
@@ -84,18 +85,31 @@ def _encode_new_videos(engine, items: list[dict], cache: dict, rows: int) -> Non
     cache[r] = mine[i]
 
 
+def open_split(data_dir: str, split: str):
+  """The records of `split` of a pre-extracted dataset (records.open_split); a missing folder,
+  dataset or split is an error naming it (FileNotFoundError or ValueError)."""
+  try:
+    return records_lib.open_split(data_dir, split)
+  except KeyError as e:  # no such split: a ValueError like every other bad input
+    raise ValueError(e.args[0] if e.args else f"{data_dir}: no split {split!r}") from None
+
+
 def predict(engine, data_dir: str, *, split: str = "test", options=None,
             max_items: int | None = None, batch_size: int = 8,
-            progress: Callable[[str], None] | None = None) -> list[dict[str, str]]:
+            progress: Callable[[str], None] | None = None,
+            source=None) -> list[dict[str, str]]:
   """Generates an answer for every eval item of `split` (the first `max_items`). Under several
-  processes every process calls it and gets every record (module docstring)."""
+  processes every process calls it and gets every record (module docstring). `source`: the
+  split already opened (`open_split`)."""
   if batch_size < 1:
     raise ValueError(f"batch_size must be >= 1, got {batch_size}")
   options = options or engine.default_options()
   layout = engine.layout
+  if source is None:
+    source = open_split(data_dir, split)
   dataset = loaders.make_eval_dataset(
       data_dir, split, tokenizer=engine.tokenizer, num_frames=engine.num_frames,
-      image_size=engine.image_size, num_visual_tokens=engine.num_visual_tokens)
+      image_size=engine.image_size, num_visual_tokens=engine.num_visual_tokens, source=source)
   total = len(dataset)
   if max_items is not None:
     total = min(total, max_items)
@@ -173,7 +187,14 @@ def predictions_from_checkpoint(args) -> list[dict[str, str]]:
   return the records (on every process)."""
   if not args.data_dir:
     raise ValueError("--checkpoint needs --data_dir (the pre-extracted dataset to evaluate)")
+  if args.batch_size < 1:
+    raise ValueError(f"--batch_size must be >= 1, got {args.batch_size}")
   t0 = time.perf_counter()
+  # Bad input fails in a moment, before the weights are read: the workdir and its step, the
+  # generation flags, the dataset and its split.
+  cfg = cli_flags.check_checkpoint(args)
+  cli_flags.generation_options(cfg, args)
+  source = open_split(args.data_dir, args.split)
   engine, options = cli_flags.load_engine(args)
   main = distributed.is_main_process()
 
@@ -189,7 +210,8 @@ def predictions_from_checkpoint(args) -> list[dict[str, str]]:
     print(f"[process {jax.process_index()} of {jax.process_count()}: rows [{start}, {stop}) "
           f"of each batch of {rows}]", file=sys.stderr, flush=True)
   records = predict(engine, args.data_dir, split=args.split, options=options,
-                    max_items=args.max_items, batch_size=args.batch_size, progress=progress)
+                    max_items=args.max_items, batch_size=args.batch_size, progress=progress,
+                    source=source)
   path = epath.Path(args.out) / PREDICTIONS_FILE
   if main:
     write_predictions(records, path)
