@@ -66,13 +66,19 @@ def initialize(config: HawkConfig, cfg, mesh, rules
   return params, shardings, sources, frozen_from
 
 
-def check_from_stage(prev: str) -> None:
+def check_from_stage(prev: str, size: str | None = None) -> None:
   """A mistyped `init.from_stage` is an error naming it, never a run from random towers; and a
-  read creates nothing (no folder appears at the mistyped path)."""
+  read creates nothing (no folder appears at the mistyped path). A workdir of another `size`
+  is refused naming both sizes (its parameters cannot fit this model)."""
   try:
-    workdir_lib.read_config(prev)
+    prev_cfg = workdir_lib.read_config(prev)
   except workdir_lib.WorkdirError as e:
     raise workdir_lib.WorkdirError(f"config.init.from_stage: {e}") from None
+  prev_size = prev_cfg.get("size")
+  if size is not None and prev_size is not None and prev_size != size:
+    raise workdir_lib.WorkdirError(
+        f"config.init.from_stage={prev} was written for size={prev_size} (its config.json), "
+        f"this run is size={size}; start from a workdir of size {size}")
   if not (workdir_lib.has_frozen_params(prev) or workdir_lib.checkpoint_steps(prev)):
     raise workdir_lib.WorkdirError(
         f"config.init.from_stage={prev}: holds neither frozen towers (frozen/ or "

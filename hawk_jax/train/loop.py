@@ -175,7 +175,7 @@ def _train_stage(cfg, workdir, stop_after, progress, preemption) -> StageResult:
   # Before anything is written: a mistake leaves no trace and costs no compile.
   config_checks.check_config(cfg)
   if cfg.init.get("from_stage", ""):
-    check_from_stage(cfg.init.from_stage)
+    check_from_stage(cfg.init.from_stage, cfg.get("size"))
   config_checks.check_workdir_matches(wd, cfg)
   train_data.check_records(cfg)
   main = distributed.is_main_process()

@@ -124,6 +124,18 @@ def test_a_workdir_of_another_size_or_variant_is_refused_naming_both(data, tmp_p
   assert (wd / "config.json").read_text() == before and sorted(os.listdir(wd)) == ["config.json"]
 
 
+def test_a_from_stage_of_another_size_is_refused_naming_both(data, tmp_path):
+  prev = tmp_path / "small_stage1"
+  small = tiny_config("stage1_pretrain.py", data["captions"])
+  small.size = "small"
+  checkpoint.write_config(prev, small)
+  cfg = tiny_config("stage2_finetune.py", data["hawk"], **{"init.from_stage": str(prev)})
+  with pytest.raises(workdir_lib.WorkdirError, match=f"config.init.from_stage={prev} was "
+                     "written for size=small .*, this run is size=tiny"):
+    train_stage(cfg, str(tmp_path / "run"), progress=False)
+  assert not (tmp_path / "run").exists()
+
+
 def test_records_of_another_motion_mode_are_refused_before_anything_is_written(data, tmp_path):
   wd = tmp_path / "run"
   cfg = tiny_config("stage1_pretrain.py", data["captions"], **{"data.motion": "flow_mask"})
