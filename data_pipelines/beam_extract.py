@@ -32,6 +32,7 @@ from typing import Any, Sequence
 
 from data_pipelines import annotations as ann_lib
 from data_pipelines import builders, clip_cache, extract
+from hawk_jax import console
 
 
 def _process(video_path: str, options: clip_cache.ExtractOptions, cache_dir: str) -> str:
@@ -121,6 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser = extract.make_parser("python -m data_pipelines.beam_extract", __doc__)
   parser.add_argument("--runner", default="DirectRunner", help="Beam runner")
   args = parser.parse_args(argv)
+  console.setup_logging(args.log_level)
+  console.require("apache_beam", "beam", "the Beam route")
   try:
     summary = run(args, pipeline_args)
   except (ann_lib.AnnotationError, ValueError) as e:

@@ -27,8 +27,11 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import dataclasses
+import io
 import json
+import logging
 import multiprocessing
 import os
 import shutil
@@ -39,6 +42,9 @@ from typing import Any, Sequence
 
 from data_pipelines import annotations as ann_lib
 from data_pipelines import builders, clip_cache
+from hawk_jax import console
+
+log = logging.getLogger("data_pipelines.extract")
 
 
 @dataclasses.dataclass
@@ -60,28 +66,34 @@ class Summary:
 
 def make_parser(prog: str = "python -m data_pipelines.extract",
                 description: str = __doc__) -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(prog=prog, description=description,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--source", choices=("hawk", "captions"), required=True)
+  p = console.parser(prog, description)
+  p.add_argument("--source", choices=("hawk", "captions"), required=True,
+                 help="annotation format: HAWK JSON (descriptions + QA) or a caption corpus")
   p.add_argument("--annotations", required=True,
                  help="HAWK JSON list; or WebVid CSV / folder of CSVs / JSON lines")
   p.add_argument("--test_annotations", default=None,
                  help="test split file; hawk without it: seeded 90/10 split of --annotations")
-  p.add_argument("--videos_dir", required=True)
-  p.add_argument("--out_dir", required=True)
-  p.add_argument("--num_frames", type=int, default=32)
-  p.add_argument("--size", type=int, default=224)
+  p.add_argument("--videos_dir", required=True,
+                 help="folder the annotations' video paths are relative to")
+  p.add_argument("--out_dir", required=True,
+                 help="where the TFDS dataset, the clip cache and skipped.jsonl go (or gs://)")
+  p.add_argument("--num_frames", type=int, default=32, help="frames sampled per video (T)")
+  p.add_argument("--size", type=int, default=224, help="frame side in pixels")
   p.add_argument("--motion", default="flow_mask", choices=("flow_mask", "flow_soft",
-                                                           "frame_diff"))
-  p.add_argument("--sampling", default="uniform", choices=("uniform", "headtail", "jitter"))
-  p.add_argument("--short_policy", default="repeat", choices=("repeat", "released", "skip"))
+                                                           "frame_diff"),
+                 help="motion mode (README, Data): released flow_mask, paper flow_soft")
+  p.add_argument("--sampling", default="uniform", choices=("uniform", "headtail", "jitter"),
+                 help="which frames are sampled")
+  p.add_argument("--short_policy", default="repeat", choices=("repeat", "released", "skip"),
+                 help="a video shorter than --num_frames: repeat frames, keep its frames as "
+                      "released, or skip it (each is named in the summary)")
   p.add_argument("--seed", type=int, default=0, help="seed of the random samplings")
   p.add_argument("--split_seed", type=int, default=42, help="seed of the 90/10 split")
   p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1),
                  help="decode processes; 0 decodes in this process")
   p.add_argument("--overwrite", action="store_true",
                  help="rewrite the TFDS dataset even if it is up to date (shards are reused)")
-  p.add_argument("--no_progress", action="store_true")
+  p.add_argument("--no_progress", action="store_true", help="no progress bar")
   return p
 
 
@@ -141,9 +153,22 @@ def _write_dataset(builder_cls, splits, options, out_dir, cache_dir, overwrite: 
   elif not up_to_date:
     mode = (tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS if builder.is_prepared()
             else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+    _prepare(builder, tfds.download.DownloadConfig(
         download_mode=mode, try_download_gcs=False, beam_options=beam_options))
   return builder, up_to_date
+
+
+def _prepare(builder, download_config) -> None:
+  """TFDS's download_and_prepare without its console output ("Downloading and preparing
+  dataset Unknown size ...": nothing is downloaded; its split and shuffle bars): the summary
+  says what was written. At --log_level DEBUG the text goes to the log."""
+  import tensorflow_datasets as tfds
+  tfds.disable_progress_bar()
+  printed = io.StringIO()
+  with contextlib.redirect_stdout(printed):
+    builder.download_and_prepare(download_config=download_config)
+  if printed.getvalue().strip():
+    log.debug("TFDS: %s", printed.getvalue().strip())
 
 
 def _write_staged(builder_cls, splits, options, out_dir, cache_dir):
@@ -158,7 +183,7 @@ def _write_staged(builder_cls, splits, options, out_dir, cache_dir):
   config = builders.VideoConfig.from_options(options)
   with tempfile.TemporaryDirectory(prefix="hawk_extract_") as stage:
     local = builder_cls(data_dir=stage, config=config, splits=splits, cache_dir=cache_dir)
-    local.download_and_prepare(download_config=tfds.download.DownloadConfig(
+    _prepare(local, tfds.download.DownloadConfig(
         download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS,
         try_download_gcs=False))
     src = os.fspath(local.data_path)
@@ -342,6 +367,7 @@ def format_summary(summary: Summary) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
   args = parse_args(argv)
+  console.setup_logging(args.log_level)
   try:
     summary = run(args)
   except (ann_lib.AnnotationError, ValueError) as e:

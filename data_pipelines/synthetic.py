@@ -23,7 +23,6 @@ own name is always whole; with other settings every clip is written again.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import json
@@ -33,6 +32,8 @@ from typing import Sequence
 
 import cv2
 import numpy as np
+
+from hawk_jax import console
 
 EVENTS = ("walk", "stand", "collision", "fall", "run")
 ANOMALOUS = {"collision", "fall", "run"}
@@ -288,20 +289,21 @@ def make_synthetic_dataset(out_dir: str, num_videos: int = 24, size: int = 96,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  p = argparse.ArgumentParser(prog="python -m data_pipelines.synthetic",
-                              description=__doc__.split("\n\n")[0])
-  p.add_argument("--out", required=True)
-  p.add_argument("--num_videos", type=int, default=24)
-  p.add_argument("--size", type=int, default=96)
-  p.add_argument("--num_frames", type=int, default=32)
-  p.add_argument("--fps", type=float, default=10.0)
-  p.add_argument("--test_fraction", type=float, default=0.2)
-  p.add_argument("--seed", type=int, default=0)
+  p = console.parser("python -m data_pipelines.synthetic", __doc__)
+  p.add_argument("--out", required=True, help="output folder (videos/, annotations)")
+  p.add_argument("--num_videos", type=int, default=24, help="videos to make")
+  p.add_argument("--size", type=int, default=96, help="frame side in pixels")
+  p.add_argument("--num_frames", type=int, default=32, help="frames per video")
+  p.add_argument("--fps", type=float, default=10.0, help="frames per second")
+  p.add_argument("--test_fraction", type=float, default=0.2,
+                 help="fraction of the videos in the test split")
+  p.add_argument("--seed", type=int, default=0, help="seed of the scenes")
   args = p.parse_args(argv)
+  console.setup_logging(args.log_level)
   paths = make_synthetic_dataset(args.out, args.num_videos, args.size, args.num_frames,
                                  args.fps, args.test_fraction, args.seed)
-  for name, path in paths.items():
-    print(f"{name}: {path}")
+  print(f"{args.num_videos} videos in {paths['videos_dir']}; annotations: "
+        + ", ".join(f"{k} {os.path.basename(v)}" for k, v in paths.items() if k != "videos_dir"))
   return 0
 
 

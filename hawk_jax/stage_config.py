@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import difflib
 import importlib.util
 import os
 import sys
@@ -73,11 +74,35 @@ def apply_overrides(cfg: ml_collections.ConfigDict, overrides: Overrides) -> Non
     *parents, leaf = key.split(".")
     for p in parents:
       if not isinstance(node, ml_collections.ConfigDict) or p not in node:
-        raise ConfigError(f"--config.{key}: the config has no field {p!r}")
+        raise ConfigError(f"--config.{key}: the config has no field {p!r}{_closest(cfg, key)}")
       node = node[p]
     if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
-      raise ConfigError(f"--config.{key}: the config has no field {leaf!r}")
+      raise ConfigError(f"--config.{key}: the config has no field {leaf!r}{_closest(cfg, key)}")
     node[leaf] = coerce(node[leaf], value, key) if from_text else value
+
+
+def dotted_keys(cfg: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+  """Every leaf of a config as a dotted key ("train.batch_size", ...)."""
+  out = []
+  for k, v in cfg.items():
+    if isinstance(v, ml_collections.ConfigDict):
+      out.extend(dotted_keys(v, f"{prefix}{k}."))
+    else:
+      out.append(f"{prefix}{k}")
+  return out
+
+
+def _closest(cfg: ml_collections.ConfigDict, key: str) -> str:
+  """'; did you mean --config.X?' for the nearest valid key (by spelling, and by the last part,
+  so `--config.batch_size` finds `train.batch_size`), or ''."""
+  keys = dotted_keys(cfg)
+  best = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
+  if not best:
+    leaf = key.rsplit(".", 1)[-1]
+    best = [k for k in keys if k.rsplit(".", 1)[-1] == leaf][:1] or [
+        k for k in keys if k.rsplit(".", 1)[-1] in difflib.get_close_matches(
+            leaf, [x.rsplit(".", 1)[-1] for x in keys], n=1, cutoff=0.75)][:1]
+  return f"; did you mean --config.{best[0]}?" if best else ""
 
 
 def coerce(current, text: str, key: str):

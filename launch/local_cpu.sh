@@ -6,6 +6,21 @@
 #   split + BLEU). Rerunning after an interruption resumes where it stopped.
 # Usage: launch/local_cpu.sh [WORKDIR]   (default ./workdir)
 set -euo pipefail
+if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
+  cat <<'EOF'
+usage: launch/local_cpu.sh [WORKDIR]
+
+The whole HAWK pipeline on a CPU at the tiny size, on data it makes itself: synthetic videos,
+pre-extraction, a tiny LLM's language pretraining, stage 1, stage 2, stage 3 (generation and
+BLEU), then a summary. WORKDIR defaults to ./workdir; rerunning resumes where it stopped.
+Environment: PYTHON (default python), NUM_VIDEOS (default 24).
+EOF
+  exit 0
+fi
+if [[ "${1:-}" == -* ]]; then
+  echo "error: unknown option $1 (usage: launch/local_cpu.sh [WORKDIR]; --help)" >&2
+  exit 2
+fi
 W="${1:-workdir}"
 mkdir -p "$W"
 W="$(cd "$W" && pwd)"
@@ -24,6 +39,9 @@ echo "== [2/6] pre-extraction (frames + motion -> ArrayRecord) -> $W/data"
 "$PY" -m data_pipelines.extract --source hawk --annotations "$W/raw/all_videos_train.json" \
   --test_annotations "$W/raw/all_videos_test.json" --videos_dir "$W/raw/videos" \
   --out_dir "$W/data/hawk" --num_frames 8 --size 64 --motion flow_soft --workers 2
+mkdir -p "$W/pictures"
+"$PY" -m data_pipelines.show --data_dir "$W/data/hawk" --split test --index 0 \
+  --out "$W/pictures/test_record_0.png"
 
 echo "== [3/6] tiny LLM language pretraining on the corpus text (stands in for LLaMA-2) -> $W/towers"
 "$PY" -m hawk_jax.train.pretrain_llm --config configs/stage1_pretrain.py:size=tiny \
@@ -39,6 +57,6 @@ echo "== [5/6] stage 2: fine-tuning on descriptions + QA -> $W/stage2"
 
 echo "== [6/6] stage 3: generation on the test split + BLEU -> $W/stage3"
 "$PY" -m hawk_jax.eval --checkpoint "$W/stage2" --data_dir "$W/data/hawk" \
-  --out "$W/stage3" --no_judge
+  --out "$W/stage3" --no_judge --brief
 
 "$PY" -m hawk_jax.train.run_summary "$W" --seconds $(( $(date +%s) - T0 ))

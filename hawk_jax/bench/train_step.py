@@ -14,15 +14,17 @@ from a tower cache, hawk_jax.train.write_tower_cache), so the step runs no ViT.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
+import sys
 import time
+from typing import Sequence
 
 import jax
 import ml_collections
 import numpy as np
 
 from configs import stage2_finetune
+from hawk_jax import console
 from hawk_jax import flops as flops_lib
 from hawk_jax.hardware import chip as chip_spec
 from hawk_jax.models.hawk import split_params
@@ -145,28 +147,31 @@ def run(size: str, variant: str, batch: int, frames: int, text_len: int, dtype: 
           "loss": float(m["loss"])}
 
 
-def main():
-  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  p.add_argument("--size", default="small")
-  p.add_argument("--variant", default="paper")
-  p.add_argument("--batch", type=int, default=2)
-  p.add_argument("--frames", type=int, default=8)
-  p.add_argument("--text_len", type=int, default=64)
-  p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
-  p.add_argument("--mesh", default="1,1,1")
-  p.add_argument("--steps", type=int, default=5)
-  p.add_argument("--remat", default=None)
-  p.add_argument("--chip", default="cpu")
+def main(argv: Sequence[str] | None = None) -> int:
+  p = console.parser("python -m hawk_jax.bench.train_step", __doc__)
+  p.add_argument("--size", default="small", help="model size (configs/common.py SIZES)")
+  p.add_argument("--variant", default="paper", help="paper or released")
+  p.add_argument("--batch", type=int, default=2, help="global batch")
+  p.add_argument("--frames", type=int, default=8, help="frames per video")
+  p.add_argument("--text_len", type=int, default=64, help="text tokens per example")
+  p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"],
+                 help="compute dtype")
+  p.add_argument("--mesh", default="1,1,1", help="data,fsdp,tensor")
+  p.add_argument("--steps", type=int, default=5, help="timed steps")
+  p.add_argument("--remat", default=None, help="remat policy (default: the size's)")
+  p.add_argument("--chip", default="cpu", help="chip the MFU is rated against")
   p.add_argument("--frame_tokens", action="store_true",
                  help="cached frozen-tower output in place of pixels (no ViT in the step)")
   p.add_argument("--attention", default=None, choices=["auto", "einsum", "xla", "cudnn"],
                  help="attention_impl of every tower (default: the size's, 'auto')")
-  a = p.parse_args()
+  a = p.parse_args(argv)
+  console.setup_logging(a.log_level)
   r = run(a.size, a.variant, a.batch, a.frames, a.text_len, a.dtype,
           tuple(int(x) for x in a.mesh.split(",")), a.steps, a.chip, a.remat,
           frame_tokens=a.frame_tokens, attention=a.attention)
   print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()))
+  return 0
 
 
 if __name__ == "__main__":
-  main()
+  sys.exit(main())

@@ -42,7 +42,7 @@ from etils import epath
 from safetensors import safe_open
 
 from configs import stage1_pretrain, stage2_finetune, stage3_test
-from hawk_jax import checkpoint
+from hawk_jax import checkpoint, console
 from hawk_jax.convert.blip2_hf import qformer_from_hf, vision_from_hf
 from hawk_jax.convert.hawk_names import (
   EXPORTED_TRAINABLE,
@@ -307,8 +307,7 @@ def from_torch(out: str, size: str, variant: str, stage: int = 2, hawk: str | No
 # ----------------------------------------------------------------------------- CLI
 
 def _parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(prog="python -m hawk_jax.convert",
-                              description=__doc__.split("\n\n")[0])
+  p = console.parser("python -m hawk_jax.convert", __doc__)
   sub = p.add_subparsers(dest="command", required=True)
   t = sub.add_parser("to-torch", help="workdir -> HAWK .pth (+ full state dict, HF LLaMA)")
   t.add_argument("--checkpoint", required=True, help="hawk-jax workdir")
@@ -338,6 +337,8 @@ def main(argv=None) -> int:
   (UnsafeCheckpointError) or does not fit the model (ConversionError) -- is one `error: ...`
   line on stderr and exit status 2."""
   args = _parser().parse_args(argv)
+  console.setup_logging(args.log_level)
+  console.require("torch", "torch", f"convert {args.command}")
   try:
     if args.command == "to-torch":
       read_config(args.checkpoint)  # not a workdir: said before anything else

@@ -26,14 +26,13 @@ judge and writes the report, which equal a one-process run's.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from typing import Sequence
 
 from etils import epath
 
-from hawk_jax import distributed
+from hawk_jax import console, distributed
 from hawk_jax.eval import report as report_lib
 from hawk_jax.eval.evaluate import evaluate_predictions, read_predictions
 from hawk_jax.eval.judge import Judge, JudgeConfig, JudgeSetupError
@@ -48,8 +47,9 @@ _CHECKPOINT_ONLY = ("step", "data_dir", "max_items", "tokenizer", "max_new_token
 
 
 def _parse_args(argv):
-  parser = argparse.ArgumentParser(prog="python -m hawk_jax.eval", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = console.parser("python -m hawk_jax.eval", __doc__, log_level="WARNING")
+  parser.add_argument("--brief", action="store_true",
+                      help="print one line per task instead of report.md's tables")
   parser.add_argument("--predictions", default=None,
                       help="predictions JSON-lines file (or generate them: --checkpoint)")
   parser.add_argument("--out", required=True, help="output directory for the report")
@@ -92,6 +92,7 @@ def make_judge(args) -> tuple[Judge | None, str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
   args = _parse_args(argv)
+  console.setup_logging(args.log_level)
   cli_flags.start(args)  # --distributed: before anything touches a device
   bad_lines: list[str] = []
   try:
@@ -118,9 +119,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                                   skipped_lines=bad_lines)
   except (JudgeSetupError, OSError) as e:  # no judge there; the report cannot be written
     return cli_flags.fail(e)
-  print(report_lib.report_markdown(report), end="")
+  if not args.brief:
+    print(report_lib.report_markdown(report), end="")
+  else:  # one line per task; the tables are in report.md
+    for task, t in sorted((report.get("tasks") or {}).items()):
+      b = t.get("bleu") or {}
+      if b:
+        print(f"{task}: {t.get('items', '?')} items, BLEU-1..4 "
+              + " ".join(f"{b.get(f'bleu_{i}', 0):.3f}" for i in range(1, 5)))
   out = epath.Path(args.out)
-  print(f"wrote {out / 'report.json'} and {out / 'report.md'}", file=sys.stderr)
+  print(f"wrote {out / 'report.json'} and {out / 'report.md'} (tables and charts)",
+        file=sys.stderr)
   if bad_lines:
     print(f"error: {len(bad_lines)} bad line(s) of {args.predictions} not scored (listed "
           f"above and in the report); {len(records)} prediction(s) scored", file=sys.stderr)

@@ -19,7 +19,6 @@ turn, and process 0 alone prints.
 """
 from __future__ import annotations
 
-import argparse
 import io
 import sys
 import time
@@ -29,15 +28,14 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from hawk_jax import distributed
+from hawk_jax import console, distributed
 from hawk_jax.infer import cli_flags
 from hawk_jax.infer.conversation import ContextFull, Conversation
 from hawk_jax.text import prompts
 
 
 def _parse_args(argv):
-  parser = argparse.ArgumentParser(prog="python -m hawk_jax.infer.chat", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = console.parser("python -m hawk_jax.infer.chat", __doc__, log_level="WARNING")
   parser.add_argument("video", metavar="VIDEO", help="video file")
   parser.add_argument("--system", default=None,
                       help="system prompt (default: the released demo's)")
@@ -107,6 +105,7 @@ def run(conversation, stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
   args = _parse_args(argv)
+  console.setup_logging(args.log_level)
   cli_flags.start(args)  # --distributed: before anything touches a device
   t0 = time.perf_counter()
   try:

@@ -84,7 +84,9 @@ def start(args: argparse.Namespace) -> None:
 def add_generation_args(parser: argparse.ArgumentParser,
                         strategies=STRATEGIES) -> None:
   """Flags default to None: unset ones take the run config's `generate` section."""
-  parser.add_argument("--max_new_tokens", type=int, default=None)
+  parser.add_argument("--max_new_tokens", type=int, default=None,
+                      help="tokens to generate at most (default: the config's "
+                           "generate.max_new_tokens)")
   parser.add_argument("--strategy", choices=strategies, default=None,
                       help="token choice (default: the config's generate.strategy)")
   parser.add_argument("--temperature", type=float, default=None, help="sampling temperature")

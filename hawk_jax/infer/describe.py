@@ -22,7 +22,6 @@ sharded over all of them); process 0 prints, and answers come whole rather than 
 """
 from __future__ import annotations
 
-import argparse
 import io
 import sys
 import time
@@ -30,15 +29,14 @@ from typing import Sequence
 
 import numpy as np
 
-from hawk_jax import distributed
+from hawk_jax import console, distributed
 from hawk_jax.infer import cli_flags
 from hawk_jax.infer.engine import DEFAULT_QUESTION
 from hawk_jax.text import prompts
 
 
 def _parse_args(argv):
-  parser = argparse.ArgumentParser(prog="python -m hawk_jax.infer.describe", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = console.parser("python -m hawk_jax.infer.describe", __doc__, log_level="WARNING")
   parser.add_argument("videos", nargs="+", metavar="VIDEO", help="video file(s)")
   parser.add_argument("--question", default=None,
                       help="question to answer (default: describe the anomaly)")
@@ -51,6 +49,7 @@ def _parse_args(argv):
 
 def main(argv: Sequence[str] | None = None) -> int:
   args = _parse_args(argv)
+  console.setup_logging(args.log_level)
   cli_flags.start(args)  # --distributed: before anything touches a device
   t0 = time.perf_counter()
   try:

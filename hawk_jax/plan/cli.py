@@ -35,7 +35,7 @@ import time
 
 import jax
 
-from hawk_jax import compile_cache
+from hawk_jax import compile_cache, console
 from hawk_jax import flops as flops_lib
 from hawk_jax.hardware import chip as chip_spec
 from hawk_jax.models.common import remat_names
@@ -46,10 +46,10 @@ EXIT_DOES_NOT_FIT = 3
 
 
 def _parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(
-      prog="python -m hawk_jax.plan",
-      description="Ahead-of-time compile of the HAWK train step for N devices: per-device "
-                  "memory, FLOPs, step time and MFU estimates, and what would make it fit.",
+  p = console.parser(
+      "python -m hawk_jax.plan",
+      "Ahead-of-time compile of the HAWK train step for N devices: per-device memory, FLOPs, "
+      "step time and MFU estimates, and what would make it fit.",
       epilog="Config overrides: --config.KEY=VALUE (e.g. --config.data.num_frames=16).")
   p.add_argument("--config", required=True, help="stage config file[:size=..,variant=..]")
   p.add_argument("--devices", type=int, help="number of devices (fake CPU devices stand in)")
@@ -138,6 +138,7 @@ def _seconds(s: float) -> str:
 
 def main(argv: list[str] | None = None) -> int:
   args, overrides = parse_args(list(sys.argv[1:] if argv is None else argv))
+  console.setup_logging(args.log_level)
   if args.tpu_topology:
     n = topology_size(args.tpu_topology)
     if args.devices and args.devices != n:

@@ -7,7 +7,6 @@ prints one row per module group (parameters, trainable or frozen, dtype) and end
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import sys
 from typing import Sequence
@@ -15,6 +14,7 @@ from typing import Sequence
 import jax
 import numpy as np
 
+from hawk_jax import console
 from hawk_jax.models.hawk import is_trainable
 from hawk_jax.models.model_config import HawkConfig
 from hawk_jax.models.params import abstract_params
@@ -45,10 +45,10 @@ def format_table(rows) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m hawk_jax.plan.param_summary",
-                                   description=__doc__.split("\n\n")[0])
+  parser = console.parser("python -m hawk_jax.plan.param_summary", __doc__)
   add_config_arguments(parser)
-  _, cfg = parse_args_with_config(parser, argv)
+  args, cfg = parse_args_with_config(parser, argv)
+  console.setup_logging(args.log_level)
   print(format_table(summarize(HawkConfig.from_stage_config(cfg))))
   return 0
 

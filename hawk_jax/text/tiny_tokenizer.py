@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import io
 import sys
+from typing import Sequence
 
 import numpy as np
 import sentencepiece as spm
 from etils import epath
 
+from hawk_jax import console
 from hawk_jax.text import prompts
 from hawk_jax.text.tokenizer import default_tokenizer_path
 
@@ -143,5 +145,15 @@ def train(output_path: str, vocab_size: int = VOCAB_SIZE) -> str:
   return output_path
 
 
+def main(argv: Sequence[str] | None = None) -> int:
+  p = console.parser("python -m hawk_jax.text.tiny_tokenizer", __doc__)
+  p.add_argument("output", nargs="?", default=default_tokenizer_path(),
+                 help="where to write the model (default: the shipped file)")
+  args = p.parse_args(argv)
+  console.setup_logging(args.log_level)
+  print(train(args.output))
+  return 0
+
+
 if __name__ == "__main__":
-  print(train(sys.argv[1] if len(sys.argv) > 1 else default_tokenizer_path()))
+  sys.exit(main())

@@ -13,13 +13,12 @@ is kept).
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from typing import Sequence
 
 from absl import flags
 
-from hawk_jax import compile_cache, distributed
+from hawk_jax import compile_cache, console, distributed
 from hawk_jax.stage_config import ConfigError, add_config_arguments, parse_args_with_config
 from hawk_jax.train.loop import Diverged, Preempted, train_stage
 from hawk_jax.workdir import WorkdirError
@@ -32,10 +31,12 @@ DIVERGED_EXIT = 3
 
 
 def _parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(prog="python -m hawk_jax.train", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = console.parser("python -m hawk_jax.train", __doc__)
   add_config_arguments(p)
-  p.add_argument("--workdir", required=True, help="where checkpoints, logs and metrics go")
+  p.add_argument("--workdir", help="where checkpoints, logs and metrics go (required to train)")
+  p.add_argument("--print_config", action="store_true",
+                 help="print the resolved config (file, argument and overrides) as JSON and "
+                      "exit")
   p.add_argument("--distributed", action="store_true",
                  help="join the other processes of a pod first (hawk_jax/distributed.py)")
   p.add_argument("--stop_after", type=int, default=None,
@@ -43,18 +44,24 @@ def _parser() -> argparse.ArgumentParser:
   return p
 
 
+def _num(x: float | None) -> str:
+  return "n/a" if x is None else f"{x:.4f}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-  args, cfg = parse_args_with_config(_parser(), argv)
+  parser = _parser()
+  args, cfg = parse_args_with_config(parser, argv)
+  if args.print_config:
+    print(cfg.to_json_best_effort(indent=2))
+    return 0
+  if not args.workdir:
+    parser.error("--workdir is required to train")
   flags.FLAGS.mark_as_parsed()  # Grain worker processes read absl flags
-  # force: a library imported above may have put a WARNING-level handler on the root logger.
-  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
-                      force=True)
-  # Orbax logs every file of every save at INFO through absl; warnings still show.
-  logging.getLogger("absl").setLevel(logging.WARNING)
+  console.setup_logging(args.log_level)
   if args.distributed:
     distributed.initialize()
-    if not distributed.is_main_process():  # one log for the pod: process 0's
-      logging.getLogger().setLevel(logging.WARNING)
+    if not distributed.is_main_process() and args.log_level in ("DEBUG", "INFO"):
+      console.setup_logging("WARNING")  # one log for the pod: process 0's
   compile_cache.enable()
   try:
     r = train_stage(cfg, args.workdir, stop_after=args.stop_after)
@@ -67,8 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
   except (WorkdirError, ConfigError) as e:  # a workdir or config that cannot be used: one
     print(f"error: {e}", file=sys.stderr, flush=True)  # line, no traceback
     return 2
-  print(f"stage {cfg.stage}: steps={r.steps} first_loss={r.first_loss} "
-        f"last_loss={r.last_loss} eval_loss={r.eval_loss} workdir={r.workdir}")
+  print(f"stage {cfg.stage}: steps={r.steps} loss {_num(r.first_loss)} -> {_num(r.last_loss)} "
+        f"(mean of the first/last 5 logged steps) eval_loss={_num(r.eval_loss)}"
+        f"{f' skipped_updates={r.skipped_updates}' if r.skipped_updates else ''} "
+        f"workdir={r.workdir}")
   return 0
 
 

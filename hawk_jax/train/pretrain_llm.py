@@ -25,7 +25,7 @@ import numpy as np
 import optax
 
 from data_pipelines import records
-from hawk_jax import checkpoint, compile_cache, losses
+from hawk_jax import checkpoint, compile_cache, console, losses
 from hawk_jax.models.hawk import split_params
 from hawk_jax.models.llama import Llama
 from hawk_jax.models.model_config import HawkConfig
@@ -120,7 +120,7 @@ def train_llm(cfg, data_dirs, workdir, steps: int, batch_size: int, lr: float) -
     llm_params, opt_state, loss = step(llm_params, opt_state, ids[idx], labels[idx])
     if i == 0 or (i + 1) % 50 == 0 or i + 1 == steps:
       history.append((i + 1, float(loss)))
-      log.info("LM step %d loss %.4f", i + 1, float(loss))
+      log.debug("LM step %d loss %.4f", i + 1, float(loss))
   params = dict(params, llm=llm_params)
   _, frozen = split_params(params, config)
   wd = checkpoint.as_path(workdir)  # local or gs://
@@ -134,8 +134,7 @@ def train_llm(cfg, data_dirs, workdir, steps: int, batch_size: int, lr: float) -
 
 
 def _parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(prog="python -m hawk_jax.train.pretrain_llm",
-                              description=__doc__.split("\n\n")[0])
+  p = console.parser("python -m hawk_jax.train.pretrain_llm", __doc__)
   add_config_arguments(p)
   p.add_argument("--data_dirs", required=True, help="comma-separated pre-extracted datasets")
   p.add_argument("--workdir", required=True, help="output towers workdir")
@@ -147,7 +146,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
   args, cfg = parse_args_with_config(_parser(), argv)
-  logging.basicConfig(level=logging.INFO, force=True)
+  console.setup_logging(args.log_level)
   if checkpoint.has_params(checkpoint.as_path(args.workdir) / "frozen"):
     print(f"{args.workdir}/frozen exists: LM pretraining already done")
     return 0

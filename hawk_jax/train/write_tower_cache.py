@@ -35,7 +35,7 @@ import numpy as np
 from etils import epath
 
 from data_pipelines import loaders, records, tower_cache
-from hawk_jax import checkpoint
+from hawk_jax import checkpoint, console
 from hawk_jax.models.hawk import Hawk
 from hawk_jax.models.model_config import HawkConfig
 from hawk_jax.sharding import DEFAULT_RULES, batch_sharding, make_mesh, replicated
@@ -225,9 +225,7 @@ def _clear(out: str) -> None:
 
 
 def make_parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(prog="python -m hawk_jax.train.write_tower_cache",
-                              description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = console.parser("python -m hawk_jax.train.write_tower_cache", __doc__)
   p.add_argument("--towers", required=True,
                  help="workdir holding frozen/ (or frozen_ref.json) and config.json")
   p.add_argument("--data_dir", required=True, help="pre-extracted dataset (data_pipelines.extract)")
@@ -247,7 +245,7 @@ def make_parser() -> argparse.ArgumentParser:
   p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
                  help="decoding threads")
   p.add_argument("--overwrite", action="store_true", help="discard an existing cache in --out")
-  p.add_argument("--no_progress", action="store_true")
+  p.add_argument("--no_progress", action="store_true", help="no progress bar")
   return p
 
 
@@ -286,9 +284,8 @@ def run(args: argparse.Namespace) -> list[SplitSummary]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
-                      force=True)
   args = make_parser().parse_args(argv)
+  console.setup_logging(args.log_level)
   try:
     summaries = run(args)
   except (ValueError, FileNotFoundError, KeyError) as e:

@@ -146,7 +146,7 @@ def test_one_log_and_one_result_per_pod(runs):
   assert not re.search(r"^\[1\] .*hawk_jax\.train: ", out, re.M), "process 1 logged at INFO"
   assert re.search(r"^\[0\] .*hawk_jax\.train: train step", out, re.M)
   # Both processes end with the same result; process 0 alone wrote result.json (it exists once).
-  ends = re.findall(rf"^\[(\d)\] stage 1: steps={STEPS} first_loss=(\S+)", out, re.M)
+  ends = re.findall(rf"^\[(\d)\] stage 1: steps={STEPS} loss (\S+ -> \S+)", out, re.M)
   assert sorted(i for i, _ in ends) == ["0", "1"] and len({v for _, v in ends}) == 1
 
 
