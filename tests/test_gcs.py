@@ -241,8 +241,8 @@ def test_metrics_writer_on_gs(gcs_dir):
   events = sorted((wd / "tensorboard").iterdir())
   assert len(events) == 2 and all(e.name.startswith("events.out.tfevents.") for e in events)
   scalars = sorted(s for e in events for s in _event_scalars(e.read_bytes()))
-  assert scalars == [(1, "loss", 2.5), (2, "loss", 2.0), (2, "lr", pytest.approx(0.1)),
-                     (3, "loss", 1.5)]
+  assert scalars == [(1, "train/loss", 2.5), (2, "train/loss", 2.0),
+                     (2, "train/lr", pytest.approx(0.1)), (3, "train/loss", 1.5)]
   MetricsWriter(str(epath.Path(gcs_dir) / "off"), enabled=False).close()
   assert not (epath.Path(gcs_dir) / "off").exists()
 

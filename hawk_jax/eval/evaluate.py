@@ -146,11 +146,7 @@ def evaluate_predictions(records: Iterable[Mapping[str, str]], out_dir: str,
 
 
 def write_report(report: dict, out_dir) -> tuple[epath.Path, epath.Path]:
-  """report.json and report.md in `out_dir` (local or gs://); returns their paths."""
-  out = epath.Path(out_dir)
-  out.mkdir(parents=True, exist_ok=True)
-  json_path, md_path = out / "report.json", out / "report.md"
-  json_path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n",
-                       encoding="utf-8")
-  md_path.write_text(report_lib.report_markdown(report), encoding="utf-8")
-  return json_path, md_path
+  """report.json, report.md and its charts in `out_dir` (local or gs://); returns the paths of
+  the first two (hawk_jax/eval/report.py writes them)."""
+  json_path, md_path = report_lib.write_report(report, out_dir)
+  return epath.Path(json_path), epath.Path(md_path)

@@ -6,6 +6,10 @@ Reasonability / Detail / Consistency, rows for our model (and NLTK's BLEU beside
 paper's HAWK row. Judge failures are shown under each table, because a mean over the scored
 items says nothing about the items that were not scored; prediction lines that could not be
 read are listed at the end, for the same reason.
+
+Beside report.md, `write_report` draws `bleu.png` (BLEU-1..4 per task, ours beside the paper's
+HAWK row) and, when the judge ran, `judge.png` (Reasonability / Detail / Consistency); the
+Markdown links them (hawk_jax/eval/charts.py).
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import json
 
 from etils import epath
 
+from hawk_jax.eval import charts as charts_lib
 from hawk_jax.eval.judge import DIMENSIONS, TASKS
 
 BLEU_KEYS = ("bleu_1", "bleu_2", "bleu_3", "bleu_4")
@@ -56,8 +61,17 @@ def _judge_line(task_report: dict, judge_info: dict) -> str:
           "Means are over the scored items only.")
 
 
-def report_markdown(report: dict) -> str:
-  """The report as Markdown tables in the paper's Table 1 layout."""
+CHART_CAPTIONS = {
+    charts_lib.BLEU_CHART: "BLEU-1..4 per task, ours and the paper's HAWK row",
+    charts_lib.JUDGE_CHART: "GPT-guided Reasonability / Detail / Consistency per task, ours "
+                            "and the paper's HAWK row",
+}
+
+
+def report_markdown(report: dict, charts: bool = True) -> str:
+  """The report as Markdown tables in the paper's Table 1 layout; with `charts`, followed by
+  links to the chart images write_report puts beside it (charts.chart_names: bleu.png, and
+  judge.png when the judge ran)."""
   judge_info = report.get("judge") or {}
   lines = ["# HAWK evaluation", ""]
   for task in TASKS:
@@ -89,15 +103,33 @@ def report_markdown(report: dict) -> str:
     lines += [f"## Not scored — {len(skipped)} bad prediction line"
               f"{'s' if len(skipped) != 1 else ''}", ""]
     lines += [f"- {line.replace(chr(10), ' ')[:300]}" for line in skipped] + [""]
+  if charts:
+    lines += ["## Charts", ""]
+    for name in charts_lib.chart_names(report):
+      lines += [f"![{CHART_CAPTIONS[name]}]({name})", ""]
   lines.append(f"BLEU: {report.get('bleu_note', '')}")
   return "\n".join(lines).rstrip() + "\n"
 
 
+def write_charts(report: dict, out_dir: str) -> list[str]:
+  """Draws the report's charts (bleu.png, and judge.png when the judge ran) into out_dir
+  (local or gs://); returns their paths."""
+  out = epath.Path(out_dir)
+  out.mkdir(parents=True, exist_ok=True)
+  paths = []
+  for name, chart in charts_lib.report_charts(report, PAPER_HAWK).items():
+    (out / name).write_bytes(chart.png())
+    paths.append(str(out / name))
+  return paths
+
+
 def write_report(report: dict, out_dir: str) -> tuple[str, str]:
-  """Writes report.json and report.md into out_dir (local or gs://); returns their paths."""
+  """Writes report.json, report.md and the charts it links into out_dir (local or gs://);
+  returns the paths of report.json and report.md."""
   out = epath.Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
   json_path, md_path = out / "report.json", out / "report.md"
   json_path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+  write_charts(report, out_dir)
   md_path.write_text(report_markdown(report), encoding="utf-8")
   return str(json_path), str(md_path)

@@ -197,7 +197,12 @@ def _train_stage(cfg, workdir, stop_after, progress, preemption) -> StageResult:
   with jax.set_mesh(mesh):
     params, _, sources, frozen_from = initialize(config, cfg, mesh, rules)
   for group, origin in sorted(sources.items()):
-    log.info("params %-40s <- %s", group, origin)
+    log.debug("params %-40s <- %s", group, origin)
+  by_origin: dict[str, list[str]] = {}
+  for group, origin in sorted(sources.items()):
+    by_origin.setdefault(origin, []).append(group)
+  log.info("parameters: %s (per group: --log_level DEBUG)",
+           "; ".join(f"{len(g)} group(s) <- {o}" for o, g in by_origin.items()))
   trainable, frozen = split_params(params, config)
   log.info("parameters: trainable %s, frozen %s", f"{count(trainable):,}", f"{count(frozen):,}")
   # Through the resolver: a resumed "reference" run has frozen_ref.json, not frozen/ (and a
@@ -229,6 +234,12 @@ def _train_stage(cfg, workdir, stop_after, progress, preemption) -> StageResult:
   peak = rated_peak_flops(cfg.train.get("chip", "auto"), f32=_compute_is_f32(config),
                           device_kind=jax.devices()[0].device_kind) * jax.device_count()
   writer = MetricsWriter(workdir, enabled=main)
+  if start is None:  # once per run: what it trains with, and what its first batch looks like
+    writer.write_text(0, "run/config", cfg.to_json_best_effort(indent=2), preformatted=True)
+    frames = np.asarray(first_batch["frames"])
+    if frames.dtype == np.uint8 and frames.ndim == 5:  # pixels (not a tower cache's tokens)
+      writer.write_images(0, "data/frames_motion",
+                          np.stack([frames[0], np.asarray(first_batch["motion"])[0]]))
   num_steps = int(cfg.train.num_steps)
   step = int(start or 0)
   records_in_first = int(np.sum(first_batch.get("records_skipped", 0)))

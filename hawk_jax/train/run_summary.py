@@ -5,11 +5,14 @@ and where everything was written.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
+import sys
+from typing import Sequence
 
 from etils import epath
+
+from hawk_jax import console
 
 
 def _read_json(path):
@@ -51,21 +54,32 @@ def summarize(workdir: str) -> str:
         lines.append(f"  stage3 {task}: items={t.get('items', '?')} BLEU-1..4 = "
                      + " ".join(f"{b.get(f'bleu_{i}', 0):.3f}" for i in range(1, 5)))
     lines.append(f"          report: {os.path.join(workdir, 'stage3', 'report.md')}")
+    charts = sorted(p for p in os.listdir(os.path.join(workdir, "stage3")) if p.endswith(".png"))
+    if charts:
+      paths = ", ".join(os.path.join(workdir, "stage3", c) for c in charts)
+      lines.append(f"          charts: {paths}")
     lines.append(f"          predictions: {os.path.join(workdir, 'stage3', 'predictions.jsonl')}")
+  pictures = os.path.join(workdir, "pictures")
+  if os.path.isdir(pictures):
+    for name in sorted(os.listdir(pictures)):
+      lines.append(f"  picture: {os.path.join(pictures, name)} (frames and motion, "
+                   f"python -m data_pipelines.show)")
   lines.append(f"  data: {os.path.join(workdir, 'data')}  "
                f"raw videos: {os.path.join(workdir, 'raw')}")
   return "\n".join(lines)
 
 
-def main():
-  p = argparse.ArgumentParser()
-  p.add_argument("workdir")
-  p.add_argument("--seconds", type=int, default=None)
-  a = p.parse_args()
+def main(argv: Sequence[str] | None = None) -> int:
+  p = console.parser("python -m hawk_jax.train.run_summary", __doc__)
+  p.add_argument("workdir", help="the CPU main job's folder (launch/local_cpu.sh DIR)")
+  p.add_argument("--seconds", type=int, default=None, help="the job's wall time, to print")
+  a = p.parse_args(argv)
+  console.setup_logging(a.log_level)
   print(summarize(a.workdir))
   if a.seconds is not None:
     print(f"  total time: {a.seconds // 60} min {a.seconds % 60} s")
+  return 0
 
 
 if __name__ == "__main__":
-  main()
+  sys.exit(main())
