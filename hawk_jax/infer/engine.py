@@ -7,6 +7,17 @@
   [answer] = engine.generate(visual, [prompt], GenerationOptions())
   for delta in engine.stream(visual, prompt, options): print(delta, end="")
 
+For notebooks, one call per use (videos are paths or loaded `Video`s):
+
+  engine.describe("clip.mp4")                       # -> str (the greedy description)
+  engine.describe(["a.mp4", "b.mp4"], max_new_tokens=64)   # -> list[str], one batch
+  engine.ask("clip.mp4", "Who falls?")              # -> str
+  chat = engine.chat("clip.mp4"); chat.ask("What happens?"); chat.ask("And then?")
+  engine.save_pretrained("hawk-folder"); Engine.from_pretrained("hawk-folder")
+
+`save_pretrained` / `from_pretrained`: the whole model (frozen and trainable parameters) as
+one folder of safetensors with its config.json (hawk_jax/infer/pretrained.py).
+
 Prompts follow the stage-2 test layout (`prompts.instruct_test_prompt`: LLaMA-2 chat template,
 system prompt " ", frame timestamps, the question); a description is the answer to one of the
 stage-2 description questions. Batches are left-padded (`attention_mask` marks real tokens) so
@@ -29,6 +40,7 @@ import dataclasses
 import functools
 import logging
 import math
+import os
 from typing import Any, Iterator, Sequence
 
 import jax
@@ -36,7 +48,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from data_pipelines import motion as motion_lib
+from hawk_jax import distributed
 from hawk_jax.infer import generate as generate_lib
+from hawk_jax.infer import pretrained as pretrained_lib
 from hawk_jax.infer.serving_layout import LayoutRequest, ServingLayout, plan_layout
 from hawk_jax.infer.text_stream import TextStream
 from hawk_jax.models.hawk import Hawk, check_visual_mask
@@ -45,7 +59,12 @@ from hawk_jax.models.llama_decoding import decoding_model, for_decoding, unrolle
 from hawk_jax.models.model_config import HawkConfig
 from hawk_jax.models.params import abstract_params, count
 from hawk_jax.text import prompts
-from hawk_jax.text.tokenizer import Tokenizer, check_fits_vocab, load_tokenizer
+from hawk_jax.text.tokenizer import (
+  Tokenizer,
+  check_fits_vocab,
+  default_tokenizer_path,
+  load_tokenizer,
+)
 from hawk_jax.workdir import load_params, read_config, resolve_dtype
 
 log = logging.getLogger("hawk_jax.infer.engine")
@@ -139,6 +158,32 @@ class Answer:
   text: str
   tokens: list[int]        # generated ids, EOS and padding removed
   stopped_at_eos: bool
+
+
+class AnswerText(str):
+  """What `Engine.describe` / `ask` return: the answer as a str that still carries what an
+  `Answer` holds (`.text`, `.tokens`, `.stopped_at_eos`), so code written when describe
+  returned Answers keeps working."""
+  tokens: list[int]
+  stopped_at_eos: bool
+
+  def __new__(cls, text: str, tokens: Sequence[int] = (), stopped_at_eos: bool = False
+              ) -> "AnswerText":
+    out = super().__new__(cls, text)
+    out.tokens = list(tokens)
+    out.stopped_at_eos = bool(stopped_at_eos)
+    return out
+
+  @classmethod
+  def of(cls, answer: Answer) -> "AnswerText":
+    return cls(answer.text, answer.tokens, answer.stopped_at_eos)
+
+  @property
+  def text(self) -> str:
+    return str.__str__(self)
+
+
+GENERATION_FIELDS = tuple(f.name for f in dataclasses.fields(GenerationOptions))
 
 
 # --- jitted model pieces (module level: shared by every engine over the same model) -----------
@@ -236,6 +281,33 @@ class Engine:
     tokenizer = load_tokenizer(tokenizer_path or loaded.cfg.get("tokenizer_path") or None)
     return cls(loaded.cfg, Hawk(loaded.config), loaded.params, tokenizer, layout=layout,
                **kwargs)
+
+  @classmethod
+  def from_pretrained(cls, directory: str, *, dtype: str = "auto",
+                      tokenizer_path: str | None = None,
+                      layout: str | LayoutRequest | ServingLayout = "auto",
+                      **kwargs) -> "Engine":
+    """Reads a folder written by `save_pretrained` (local or gs://; hawk_jax/infer/
+    pretrained.py): its config.json, its safetensors (only those: nothing is unpickled),
+    checked against that config's model before any tensor is read (PretrainedError naming
+    the missing, unexpected or mis-shaped tensors), and its tokenizer.model (default: the
+    built-in tokenizer when the folder has none). `dtype` and `layout` as in from_workdir."""
+    cfg = pretrained_lib.read_config(directory)
+    config = HawkConfig.from_stage_config(cfg)
+    target = resolve_dtype(dtype, count(abstract_params(config)))
+    if target is not None:
+      config = config.with_dtype(target)
+    expected = pretrained_lib.flat_tensors(abstract_params(config))
+    # The headers are checked before the layout is planned or anything is read.
+    tensors = pretrained_lib.list_tensors(directory)
+    pretrained_lib.check_tensors(directory, tensors, expected)
+    if not isinstance(layout, ServingLayout):
+      layout = plan_layout(config, layout, rules=cfg.get("logical_axis_rules"))
+    log.info("%s", layout.describe())
+    params = pretrained_lib.read_params(directory, expected, layout.param_shardings(config),
+                                        tensors=tensors)
+    tokenizer = load_tokenizer(tokenizer_path or pretrained_lib.tokenizer_file(directory))
+    return cls(cfg, Hawk(config), params, tokenizer, layout=layout, **kwargs)
 
   def default_options(self, **overrides) -> GenerationOptions:
     return GenerationOptions.from_config(self.cfg.get("generate") or {}, **overrides)
@@ -389,12 +461,169 @@ class Engine:
 
   # --- one call per use ------------------------------------------------------------------------
 
-  def describe(self, video_paths: Sequence[str], question: str | None = None,
-               options: GenerationOptions | None = None) -> list[Answer]:
-    """The answer to `question` (default: a description question) for each video, batched."""
-    options = options or self.default_options()
-    videos = [self.load_video(p) for p in video_paths]
-    visual = self.encode(np.stack([v.frames for v in videos]),
-                         np.stack([v.motion for v in videos]))
-    batch = [self.test_prompt(question or DEFAULT_QUESTION, v.timestamps) for v in videos]
-    return self.generate(visual, batch, options)
+  def generation_options(self, options: GenerationOptions | None = None, **generation
+                         ) -> GenerationOptions:
+    """`options` (default: the run config's `generate` section) with the GenerationOptions
+    fields in `generation` (max_new_tokens, strategy, temperature, top_p, num_beams, seed)
+    replaced; None values are ignored."""
+    unknown = sorted(set(generation) - set(GENERATION_FIELDS))
+    if unknown:
+      raise TypeError(f"unknown generation option(s) {unknown}; expected some of "
+                      f"{list(GENERATION_FIELDS)}")
+    if options is None:
+      return self.default_options(**generation)
+    return dataclasses.replace(options, **{k: v for k, v in generation.items() if v is not None})
+
+  def _video(self, video) -> Video:
+    if isinstance(video, Video):
+      return video
+    if isinstance(video, (str, os.PathLike)):
+      return self.load_video(os.fspath(video))
+    raise TypeError(f"a video is a path or a Video (Engine.load_video); got "
+                    f"{type(video).__name__}")
+
+  def describe(self, video_paths, question: str | None = None,
+               options: GenerationOptions | None = None, *, system: str | None = None,
+               batch_size: int | None = None, **generation):
+    """The answer to `question` (default: the first stage-2 description question) about a
+    video, or about each of a list of videos (answered in batches of `batch_size`, default
+    all at once).
+
+    `video_paths`: a path (str or os.PathLike) or a `Video` -> one answer (str); a list or
+    other sequence of them -> a list of answers. The prompt is the stage-2 test prompt with
+    `system` (default: the training template's " "), as `python -m hawk_jax.infer.describe`
+    writes it, so the greedy answers equal that command's. Generation: `options` and/or the
+    GenerationOptions fields as keywords (max_new_tokens=64, strategy="beam", ...), unset
+    ones from the run config. The answers are AnswerText: a str with `.tokens` and
+    `.stopped_at_eos` (and `.text`)."""
+    single = isinstance(video_paths, (str, os.PathLike, Video))
+    items = [video_paths] if single else list(video_paths)
+    options = self.generation_options(options, **generation)
+    question = question or DEFAULT_QUESTION
+    system = prompts.TRAIN_SYSTEM_PROMPT if system is None else system
+    if batch_size is not None and batch_size < 1:
+      raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    step = batch_size or max(len(items), 1)
+    answers: list[AnswerText] = []
+    for start in range(0, len(items), step):
+      videos = [self._video(v) for v in items[start:start + step]]
+      visual = self.encode(np.stack([v.frames for v in videos]),
+                           np.stack([v.motion for v in videos]))
+      batch = [self.test_prompt(question, v.timestamps, system=system) for v in videos]
+      answers += [AnswerText.of(a) for a in self.generate(visual, batch, options)]
+    return answers[0] if single else answers
+
+  def ask(self, video, question: str, options: GenerationOptions | None = None, *,
+          system: str | None = None, **generation) -> AnswerText:
+    """The answer to `question` about one video (a path or a loaded `Video`); the keywords
+    are describe's."""
+    if not isinstance(video, (str, os.PathLike, Video)):
+      raise TypeError(f"ask takes one video (a path or a Video); got {type(video).__name__} "
+                      "(describe answers a list)")
+    return self.describe(video, question, options, system=system, **generation)
+
+  def chat(self, video, *, system: str | None = None, options: GenerationOptions | None = None,
+           max_context: int | None = None, **generation) -> "Chat":
+    """A conversation about one video (a path or a loaded `Video`), encoded once: `.ask(q)`
+    returns each answer and keeps the history (hawk_jax/infer/conversation.py; `.stream(q)`
+    yields it as it is generated). `system` defaults to the released demo's system prompt
+    (" " gives the training layout, whose first answer equals describe's); generation as in
+    describe (greedy or sample: a chat streams, so no beam search)."""
+    video = self._video(video)
+    kwargs = dict(options=self.generation_options(options, **generation), max_context=max_context)
+    if system is not None:
+      kwargs["system"] = system
+    with self.layout.activate():
+      return Chat(conversation_lib.Conversation(self, video, **kwargs))
+
+  # --- one folder of safetensors -----------------------------------------------------------
+
+  def hawk_params(self) -> dict:
+    """Every parameter of the model (frozen and trainable) as host numpy, in the layout and
+    the dtypes of the stage config's `Hawk` -- what the workdir holds: the LLM is rebuilt from
+    the decoding twin the engine keeps (bit for bit), leaves the engine holds in float32 for
+    a bfloat16 config are cast back (exactly). A collective under several processes."""
+    return pretrained_lib.nested({k: f() for k, f in self._hawk_tensors()[1].items()})
+
+  def _hawk_tensors(self):
+    """({name: ShapeDtypeStruct} of the stage config's model, {name: thunk -> numpy})."""
+    saved_config = HawkConfig.from_stage_config(self.cfg)
+    specs = pretrained_lib.flat_tensors(abstract_params(saved_config))
+    original = Llama(self.config.llm)
+    llm = pretrained_lib.llm_from_twin(
+        abstract_params(self.config)["llm"], self.llm_params,
+        scanned=original.config.scan_layers,
+        decode_layout=self.llm.decode_layout and not original.decode_layout,
+        fetch=self.layout.gather)
+    thunks = {f"llm{pretrained_lib.SEP}{k}": f for k, f in llm.items()}
+    for name, leaf in pretrained_lib.flat_tensors(
+        {k: v for k, v in self.params.items() if k != "llm"}).items():
+      thunks[name] = functools.partial(self.layout.gather, leaf)
+    if set(thunks) != set(specs):
+      raise AssertionError(f"engine parameters differ from the model's: "
+                           f"{sorted(set(thunks) ^ set(specs))[:10]}")
+
+    def cast(name):  # to the stage config's dtype (exact for a float32 copy of bfloat16)
+      return np.asarray(thunks[name]()).astype(specs[name].dtype, copy=False)
+    return specs, {k: functools.partial(cast, k) for k in specs}
+
+  def save_pretrained(self, directory: str, *,
+                      max_shard_size: int | str = pretrained_lib.DEFAULT_MAX_SHARD_SIZE
+                      ) -> list[str]:
+    """Writes the whole model as one folder (local or gs://) that `from_pretrained` reads:
+    config.json (the stage config), model.safetensors -- or, past `max_shard_size` (bytes or
+    "5GB", "500MB"), model-0000i-of-0000N.safetensors and model.safetensors.index.json --
+    and tokenizer.model when the tokenizer is not the built-in one. Tensor names are the
+    parameter paths joined with "." (hawk_jax/infer/pretrained.py); dtypes the stage
+    config's. Replaces an earlier save's weight files there. Under several processes every
+    process calls it and process 0 writes. Returns the file names written."""
+    specs, thunks = self._hawk_tensors()
+    proto = self.tokenizer.__getstate__()["proto"]
+    with open(default_tokenizer_path(), "rb") as f:
+      builtin = f.read() == proto
+    return pretrained_lib.write_pretrained(
+        directory, self.cfg, specs, lambda name: thunks[name](),
+        tokenizer_proto=None if builtin else proto, max_shard_size=max_shard_size,
+        write=distributed.is_main_process())
+
+
+class Chat:
+  """A conversation about one video for notebooks (`Engine.chat`): `ask` returns the whole
+  answer, `stream` yields it in pieces; both keep `history` ([(question, answer)]).
+  `conversation` is the hawk_jax.infer.conversation.Conversation underneath (KV cache, video
+  encoded once); ContextFull when a turn no longer fits, `reset()` to start over."""
+
+  def __init__(self, conversation):
+    self.conversation = conversation
+
+  @property
+  def video(self) -> Video:
+    return self.conversation.video
+
+  @property
+  def history(self) -> list[tuple[str, str]]:
+    return self.conversation.history
+
+  def reset(self) -> None:
+    self.conversation.reset()
+
+  def stream(self, question: str) -> Iterator[str]:
+    deltas = self.conversation.ask(question)
+    while True:
+      with self.conversation.engine.layout.activate():  # the turn's arrays on the mesh
+        delta = next(deltas, None)
+      if delta is None:
+        return
+      yield delta
+
+  def ask(self, question: str) -> str:
+    for _ in self.stream(question):
+      pass
+    return self.history[-1][1]
+
+  def __repr__(self) -> str:
+    return f"Chat({self.video.path or 'video'}, {len(self.history)} turn(s))"
+
+
+# Imported last: conversation.py imports Engine, GenerationOptions and Video from this module.
+from hawk_jax.infer import conversation as conversation_lib  # noqa: E402
