@@ -17,7 +17,7 @@ LAYERS = (
     ("ground", ("hawk_jax.text", "hawk_jax.sharding", "hawk_jax.losses", "hawk_jax.checkpoint",
                 "hawk_jax.checksums", "hawk_jax.tensor_files", "hawk_jax.flops",
                 "hawk_jax.hardware", "hawk_jax.compile_cache", "hawk_jax.stage_config",
-                "hawk_jax.distributed")),
+                "hawk_jax.distributed", "hawk_jax.console")),
     ("models", ("hawk_jax.models",)),
     ("data", ("data_pipelines",)),
     ("workdir", ("hawk_jax.workdir",)),
@@ -27,6 +27,7 @@ LAYERS = (
     ("plan", ("hawk_jax.plan",)),
     ("eval", ("hawk_jax.eval",)),
     ("bench", ("hawk_jax.bench",)),
+    ("demo", ("hawk_jax.demo",)),
 )
 # Packages that share a layer: neither may import the other.
 SAME_LAYER = ({"models", "data"}, {"infer", "convert"})
