@@ -10,17 +10,47 @@ LIBTPU = ["libtpu==0.0.42.*"]
 # apache-beam caps protobuf < 7, pyarrow < 26, pillow < 13, numpy < 2.5: nothing else here needs
 # newer ones, so it co-installs with the rest.
 BEAM = ["apache-beam>=2.60"]
+# The web demo. gradio 6.29-6.31 is the newest that co-installs with the rest (it takes tomlkit
+# < 0.15; later 6.x cap huggingface-hub < 2, earlier ones aiofiles < 25); selenium 4.32 drives
+# Debian's chromium in the browser test (4.33+ would need a newer trio).
+DEMO = ["gradio==6.31.0"]
+# Console scripts beside the `python -m` forms (the same main()s; tests/test_cli_style.py runs
+# --help on each).
+CONSOLE_SCRIPTS = [
+    "hawk-synthetic=data_pipelines.synthetic:main",
+    "hawk-extract=data_pipelines.extract:main",
+    "hawk-beam-extract=data_pipelines.beam_extract:main",
+    "hawk-show=data_pipelines.show:main",
+    "hawk-tokenizer=hawk_jax.text.tiny_tokenizer:main",
+    "hawk-pretrain-llm=hawk_jax.train.pretrain_llm:main",
+    "hawk-train=hawk_jax.train.__main__:main",
+    "hawk-tower-cache=hawk_jax.train.write_tower_cache:main",
+    "hawk-summary=hawk_jax.train.run_summary:main",
+    "hawk-describe=hawk_jax.infer.describe:main",
+    "hawk-chat=hawk_jax.infer.chat:main",
+    "hawk-evaluate=hawk_jax.eval.cli:main",
+    "hawk-convert=hawk_jax.convert.cli:main",
+    "hawk-plan=hawk_jax.plan.cli:main",
+    "hawk-params=hawk_jax.plan.param_summary:main",
+    "hawk-bench=hawk_jax.bench.__main__:main",
+    "hawk-bench-step=hawk_jax.bench.train_step:main",
+    "hawk-bench-inference=hawk_jax.bench.inference:main",
+    "hawk-bench-loader=hawk_jax.bench.loader:main",
+    "hawk-demo=hawk_jax.demo.__main__:main",
+]
 
 setup(
     name="hawk-jax",
     version="0.1.0",
     description="HAWK (video anomaly understanding) in JAX/Flax: models, data, training, "
                 "inference, evaluation and PyTorch conversion",
+    license="MIT",
     python_requires=">=3.11",
     packages=find_packages(include=["hawk_jax", "hawk_jax.*", "data_pipelines",
                                     "data_pipelines.*", "configs"]),
     package_data={"hawk_jax": ["text/assets/*"]},
     include_package_data=True,
+    entry_points={"console_scripts": CONSOLE_SCRIPTS},
     install_requires=[
         "jax>=0.10.2,<0.11",
         "jaxlib>=0.10.2,<0.11",
@@ -45,9 +75,10 @@ setup(
         "eval": ["nltk>=3.9", "pycocoevalcap>=1.2"],
         "spacy": ["spacy>=3.7"],
         "beam": BEAM,
+        "demo": DEMO,
         "gcs": GCS,
         "tpu": ["jax[tpu]>=0.10.2,<0.11"] + LIBTPU + GCS,
-        "test": TORCH + GCS + LIBTPU + BEAM + [
+        "test": TORCH + GCS + LIBTPU + BEAM + DEMO + ["selenium==4.32.0",
             "pytest>=8", "nltk>=3.9", "pycocoevalcap>=1.2", "av>=12", "scikit-video>=1.1.11",
             "gcp-storage-emulator>=2026.7.19", "ruff>=0.6"],
     },

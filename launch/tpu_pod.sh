@@ -112,7 +112,7 @@ if [[ -n "$REPO" ]]; then
   ssh_all "rm -rf ~/hawk-jax && $(quote "${CLONE[@]}" "$REPO") ~/hawk-jax"
 else
   TARBALL=/tmp/hawk-jax-src.tgz
-  run tar -czf "$TARBALL" -C "$REPO_ROOT" --exclude=.git --exclude='./workdir*' --exclude=./runs \
+  run tar -czf "$TARBALL" -C "$REPO_ROOT" --exclude=.git --exclude='./workdir*' --exclude=./runs --exclude=./data \
       --exclude=./logs --exclude=__pycache__ .
   run gcloud compute tpus tpu-vm scp "$TARBALL" "$TPU:~/hawk-jax-src.tgz" "${LOC[@]}" --worker=all
   ssh_all "rm -rf ~/hawk-jax && mkdir -p ~/hawk-jax && tar -xzf ~/hawk-jax-src.tgz -C ~/hawk-jax"
