@@ -1,43 +1,65 @@
-"""The paper's GPT-guided Reasonability / Detail / Consistency (its appendix F; docs/model.md,
-"Evaluation").
+"""GPT-guided Reasonability / Detail / Consistency, following the paper's protocol (its
+appendix F; docs/model.md, "Evaluation").
+
+The prompts below are this project's wording of that protocol, not the paper's text (the paper
+does not print its prompts verbatim), so judge scores are comparable between our runs but only
+indicatively with the paper's numbers; `PROMPT_NOTE` says so in the report.
 
 One chat-completions request per dimension per item, to any OpenAI-compatible endpoint. The
 system prompt casts the model as an evaluator of generated answers for video-based
 question-answer pairs and states the dimension's criterion; the user message gives the reference,
 the prediction and, for QA, the question; the model replies `{'score': <float in [0, 1]>}`.
 
-Only the standard library is used (urllib, a thread pool). A request is retried with exponential
-back-off on HTTP 408/429/5xx, timeouts, connection errors, malformed responses and replies whose
-score cannot be read (out of [0, 1] counts as unreadable). An item that still has no score after
-the last attempt is a failure: it is counted and reported per dimension, never scored as 0, and
-each dimension's mean is over the items that were scored. Scores are cached as JSON lines (a local
+Two clients (`JudgeConfig.backend`): the official `openai` SDK when it is installed ("auto"
+picks it then; "openai" demands it) or the standard library (urllib; "http"). Both ask for a JSON
+reply with the schema {"score": number} (`response_format` of type json_schema) and, when the
+endpoint refuses that (HTTP 400 naming response_format), ask again with the prompt alone, for the
+rest of the run. Requests run on a thread pool; a tqdm bar on stderr (a TTY only, or
+`progress=False`) shows items done, requests, cache hits and failures.
+
+A request is retried with exponential back-off on HTTP 408/429/5xx, timeouts, connection
+errors, malformed responses and replies whose score cannot be read (out of [0, 1] counts as
+unreadable). An item that still has no score after the last attempt is a failure: it is counted
+and reported per dimension, never scored as 0, and each dimension's mean is over the items that
+were scored. Scores are cached as JSON lines (a local
 file or gs://) keyed by a hash of model + dimension + messages, so a rerun asks only what is
 missing.
 """
 from __future__ import annotations
 
 import ast
+import collections
 import concurrent.futures
 import dataclasses
 import hashlib
 import http.client
+import importlib
 import json
 import logging
 import math
 import os
 import random
 import re
+import sys
 import threading
 import time
 import urllib.error
 import urllib.request
-from typing import Iterable, Mapping, Sequence
+from typing import IO, Iterable, Mapping, Sequence
 
 from etils import epath
 
 DIMENSIONS = ("reasonability", "detail", "consistency")
 TASKS = ("description", "qa")
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
+BACKENDS = ("auto", "openai", "http")
+PROMPT_NOTE = ("Judge prompts: this project's wording of the paper's protocol (appendix F), not "
+               "the paper's own prompt text.")
+# Structured output: one score per request (one request per dimension, as the protocol asks).
+SCORE_SCHEMA = {"type": "object", "properties": {"score": {"type": "number"}},
+                "required": ["score"], "additionalProperties": False}
+RESPONSE_FORMAT = {"type": "json_schema",
+                   "json_schema": {"name": "judge_score", "strict": True, "schema": SCORE_SCHEMA}}
 
 _SYSTEM_PREAMBLE = (
     "You are an intelligent and fair evaluator of generated answers for video-based "
@@ -177,6 +199,8 @@ class JudgeConfig:
   backoff_s: float = 1.
   max_backoff_s: float = 30.
   temperature: float = 0.
+  backend: str = "auto"  # "auto" (openai SDK when importable, else "http"), "openai", "http"
+  json_schema: bool = True  # ask for response_format json_schema; falls back when refused
 
   @classmethod
   def from_env(cls, model: str, **overrides) -> "JudgeConfig":
@@ -193,6 +217,8 @@ class JudgeConfig:
     if self.base_url.rstrip("/") == DEFAULT_BASE_URL and not self.api_key:
       raise ValueError("the judge would call api.openai.com but OPENAI_API_KEY is not set; set "
                        "it, or point OPENAI_BASE_URL at another OpenAI-compatible server")
+    if self.backend not in BACKENDS:
+      raise ValueError(f"judge backend {self.backend!r} is not one of {list(BACKENDS)}")
     if self.workers < 1 or self.max_attempts < 1 or self.timeout_s <= 0:
       raise ValueError(f"judge workers ({self.workers}), attempts ({self.max_attempts}) and "
                        f"timeout ({self.timeout_s} s) must be positive")
@@ -294,6 +320,25 @@ class _RetryableError(Exception):
 class _ItemError(Exception):
   """This request is refused (HTTP 400 and kin); the same request would be refused again."""
 
+  def __init__(self, reason: str, status: int = 0, body: str = ""):
+    super().__init__(reason)
+    self.status = status
+    self.body = body
+
+
+def _refuses_response_format(error: _ItemError) -> bool:
+  """An HTTP 400/422 whose body names response_format / json_schema: structured output is
+  not supported by this endpoint or model."""
+  body = error.body.lower()
+  return error.status in (400, 422) and ("response_format" in body or "json_schema" in body)
+
+
+def _import_openai():
+  try:
+    return importlib.import_module("openai")
+  except ImportError:
+    return None
+
 
 _RETRY_STATUSES = frozenset([408, 409, 425, 429])
 _SETUP_STATUSES = {401: "the API key was refused (check OPENAI_API_KEY)",
@@ -347,9 +392,14 @@ class JudgeResult:
 
 
 class Judge:
-  """Scores records ({"task", "question", "reference", "prediction"[, "video"]}) on DIMENSIONS."""
+  """Scores records ({"task", "question", "reference", "prediction"[, "video"]}) on DIMENSIONS.
 
-  def __init__(self, config: JudgeConfig, dimensions: Sequence[str] = DIMENSIONS):
+  `progress`: None shows a tqdm bar on stderr when stderr is a TTY, False never, True always;
+  `progress_file` writes the bar elsewhere (a StringIO in tests). The bar changes nothing else.
+  """
+
+  def __init__(self, config: JudgeConfig, dimensions: Sequence[str] = DIMENSIONS, *,
+               progress: bool | None = None, progress_file: IO[str] | None = None):
     for dim in dimensions:
       system_prompt(dim)  # Fails early on an unknown dimension.
     self.config = config
@@ -359,28 +409,82 @@ class Judge:
     self._requests = 0
     self._cache_hits = 0
     self._rng = random.Random(0)
+    self._use_schema = config.json_schema
+    self._progress = progress
+    self._progress_file = progress_file
+    self._client = None
+    self.backend = self._resolve_backend(config.backend)
+    if self.backend == "openai":
+      openai = _import_openai()
+      self._openai = openai
+      # The SDK's own retries are off: ours count attempts and failures the same for both clients.
+      # A keyless local server still gets a (dummy) key, which the SDK insists on.
+      self._client = openai.OpenAI(api_key=config.api_key or "EMPTY", base_url=config.base_url,
+                                   timeout=config.timeout_s, max_retries=0)
+
+  @staticmethod
+  def _resolve_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+      raise ValueError(f"judge backend {backend!r} is not one of {list(BACKENDS)}")
+    if backend == "http":
+      return "http"
+    if _import_openai() is not None:
+      return "openai"
+    if backend == "openai":
+      raise ImportError("judge backend 'openai' needs the openai Python SDK, which is not "
+                        "installed: pip install openai (or use backend='http', the standard "
+                        "library client)")
+    return "http"
 
   def _post(self, messages: Sequence[Mapping[str, str]]) -> str:
-    """One request; returns the reply text or raises one of the error kinds above."""
-    body = json.dumps({"model": self.config.model, "messages": list(messages),
-                       "temperature": self.config.temperature}).encode("utf-8")
+    """One request; returns the reply text or raises one of the error kinds above. Asks for
+    structured output until the endpoint refuses it, then asks with the prompt alone."""
+    use_schema = self._use_schema
+    send = self._post_openai if self.backend == "openai" else self._post_http
+    try:
+      return send(messages, use_schema)
+    except _ItemError as e:
+      if not (use_schema and _refuses_response_format(e)):
+        raise
+    with self._lock:
+      if self._use_schema:
+        self._use_schema = False
+        logging.warning("judge endpoint %s refuses response_format json_schema; asking with the "
+                        "prompt alone from now on", self.config.url)
+    return send(messages, False)
+
+  def _body(self, messages, use_schema: bool) -> dict:
+    body = {"model": self.config.model, "messages": list(messages),
+            "temperature": self.config.temperature}
+    if use_schema:
+      body["response_format"] = RESPONSE_FORMAT
+    return body
+
+  def _count_request(self):
+    with self._lock:
+      self._requests += 1
+
+  def _status_error(self, code: int, body: str, retry_after_s: float | None):
+    detail = f"HTTP {code} from {self.config.url}: {body[:200]}"
+    if code in _SETUP_STATUSES:
+      return JudgeSetupError(f"judge endpoint {self.config.url}, model {self.config.model!r}: "
+                             f"{_SETUP_STATUSES[code]}. {detail}")
+    if code in _RETRY_STATUSES or code >= 500:
+      return _RetryableError(detail, retry_after_s)
+    return _ItemError(detail, code, body)
+
+  def _post_http(self, messages, use_schema: bool) -> str:
+    body = json.dumps(self._body(messages, use_schema)).encode("utf-8")
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
     if self.config.api_key:
       headers["Authorization"] = f"Bearer {self.config.api_key}"
     request = urllib.request.Request(self.config.url, data=body, headers=headers, method="POST")
-    with self._lock:
-      self._requests += 1
+    self._count_request()
     try:
       with urllib.request.urlopen(request, timeout=self.config.timeout_s) as response:
         raw = response.read()
     except urllib.error.HTTPError as e:
-      detail = f"HTTP {e.code} from {self.config.url}: {_error_body(e)[:200]}"
-      if e.code in _SETUP_STATUSES:
-        raise JudgeSetupError(f"judge endpoint {self.config.url}, model {self.config.model!r}: "
-                              f"{_SETUP_STATUSES[e.code]}. {detail}") from e
-      if e.code in _RETRY_STATUSES or e.code >= 500:
-        raise _RetryableError(detail, _retry_after(e)) from e
-      raise _ItemError(detail) from e
+      raise self._status_error(e.code, _error_body(e), _retry_after(e)) from e
     except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException,
             OSError) as e:
       raise _RetryableError(f"no response from {self.config.url}: {e!r}") from e
@@ -388,6 +492,29 @@ class Judge:
       return json.loads(raw.decode("utf-8"))["choices"][0]["message"]["content"]
     except (ValueError, KeyError, IndexError, TypeError) as e:
       raise _RetryableError(f"malformed chat-completions response: {raw[:200]!r}") from e
+
+  def _post_openai(self, messages, use_schema: bool) -> str:
+    openai = self._openai
+    body = self._body(messages, use_schema)
+    self._count_request()
+    try:
+      completion = self._client.chat.completions.create(**body)
+      return completion.choices[0].message.content
+    except openai.APIStatusError as e:
+      try:
+        text = e.response.text[:500]
+        retry_after = e.response.headers.get("retry-after")
+      except Exception:  # noqa: BLE001 - the body is only for the message.
+        text, retry_after = str(e)[:500], None
+      try:
+        retry_after_s = float(retry_after)
+      except (TypeError, ValueError):
+        retry_after_s = None
+      raise self._status_error(e.status_code, text, retry_after_s) from e
+    except openai.APIConnectionError as e:  # also APITimeoutError
+      raise _RetryableError(f"no response from {self.config.url}: {e!r}") from e
+    except (openai.APIError, ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
+      raise _RetryableError(f"malformed chat-completions response: {e!r}"[:300]) from e
 
   def _sleep_before(self, attempt: int, retry_after_s: float | None):
     delay = min(self.config.max_backoff_s, self.config.backoff_s * 2 ** (attempt - 1))
@@ -427,6 +554,19 @@ class Judge:
       return score, "", attempt
     return None, reason, self.config.max_attempts
 
+  def _progress_bar(self, total: int):
+    """A tqdm bar over the items, or None (disabled, or stderr is not a TTY)."""
+    stream = self._progress_file if self._progress_file is not None else sys.stderr
+    enabled = self._progress
+    if enabled is None:
+      isatty = getattr(stream, "isatty", None)
+      enabled = bool(isatty and isatty())
+    if not enabled:
+      return None
+    import tqdm  # only when a bar is shown
+    return tqdm.tqdm(total=total, desc=f"judge {self.config.model}", unit="item", file=stream,
+                     dynamic_ncols=True, mininterval=0.5)
+
   def score(self, records: Iterable[Mapping[str, str]]) -> JudgeResult:
     """Scores every record on every dimension; failures are counted, never scored."""
     records = list(records)
@@ -448,6 +588,8 @@ class Judge:
   def _score_jobs(self, records, jobs, pool, requests_before, hits_before) -> JudgeResult:
     scores = {dim: [None] * len(records) for dim in self.dimensions}
     failures = []
+    bar = self._progress_bar(len(records))
+    remaining = collections.Counter(i for i, _, _ in jobs)  # dimensions left per item
     try:
       futures = {pool.submit(self._score_one, dim, messages): (i, dim)
                  for i, dim, messages in jobs}
@@ -458,12 +600,22 @@ class Judge:
           failures.append(JudgeFailure(item=i, dimension=dim, reason=reason, attempts=attempts,
                                        video=str(records[i].get("video", ""))))
         scores[dim][i] = score
+        remaining[i] -= 1
+        if bar is not None:
+          with self._lock:
+            requests, hits = self._requests - requests_before, self._cache_hits - hits_before
+          bar.set_postfix(requests=requests, cached=hits, failed=len(failures), refresh=False)
+          bar.update(1 if remaining[i] == 0 else 0)
         if done % 100 == 0:
           logging.info("judge: %d/%d requests answered", done, len(jobs))
     except BaseException:
       pool.shutdown(wait=False, cancel_futures=True)
+      if bar is not None:
+        bar.close()
       raise
     pool.shutdown(wait=True)
+    if bar is not None:
+      bar.close()
     failures.sort(key=lambda f: (f.item, self.dimensions.index(f.dimension)))
     with self._lock:
       requests, hits = self._requests - requests_before, self._cache_hits - hits_before

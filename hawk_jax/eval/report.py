@@ -18,7 +18,7 @@ import json
 from etils import epath
 
 from hawk_jax.eval import charts as charts_lib
-from hawk_jax.eval.judge import DIMENSIONS, TASKS
+from hawk_jax.eval.judge import DIMENSIONS, PROMPT_NOTE, TASKS
 
 BLEU_KEYS = ("bleu_1", "bleu_2", "bleu_3", "bleu_4")
 COLUMNS = BLEU_KEYS + DIMENSIONS
@@ -58,7 +58,7 @@ def _judge_line(task_report: dict, judge_info: dict) -> str:
   counts = ", ".join(f"{dim} {stats['failed']}/{stats['scored'] + stats['failed']}"
                      for dim, stats in judge.items())
   return (f"Judge `{judge_info.get('model', '?')}`: failed (unscored) items — {counts}. "
-          "Means are over the scored items only.")
+          f"Means are over the scored items only. {PROMPT_NOTE}")
 
 
 CHART_CAPTIONS = {

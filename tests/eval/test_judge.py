@@ -8,8 +8,10 @@ an unparseable reply, a score out of [0, 1], or answer too slowly, once or alway
 import collections
 import hashlib
 import http.server
+import io
 import json
 import re
+import sys
 import threading
 import time
 
@@ -37,6 +39,7 @@ class StubServer:
     self.lock = threading.Lock()
     self.requests = []  # (dimension, prediction, parsed body, headers)
     self.seen = collections.Counter()
+    self.refuse_response_format = False  # an endpoint without structured output
     stub = self
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -89,6 +92,9 @@ class StubServer:
       return self._send(handler, 404, b'{"error": "not found"}')
     if handler.headers.get("Authorization") != f"Bearer {API_KEY}":
       return self._send(handler, 401, b'{"error": "bad key"}')
+    if self.refuse_response_format and "response_format" in body:
+      return self._send(handler, 400, b'{"error": {"message": "response_format json_schema is '
+                        b'not supported by this model", "param": "response_format"}}')
     score = expected_score(dimension, prediction)
     content = json.dumps({"score": score})
     if "[flaky500]" in prediction and attempt == 1:
@@ -126,12 +132,26 @@ def server(monkeypatch):
   stub.close()
 
 
-def make_judge(server, cache_path, model=MODEL, **overrides):
+def make_judge(server, cache_path, model=MODEL, progress=False, progress_file=None,
+               **overrides):
   config = dict(model=model, base_url=server.base_url, api_key=API_KEY, cache_path=cache_path,
                 workers=4, timeout_s=CLIENT_TIMEOUT_S, max_attempts=3, backoff_s=0.01,
                 max_backoff_s=0.05)
   config.update(overrides)
-  return judge_lib.Judge(judge_lib.JudgeConfig(**config))
+  return judge_lib.Judge(judge_lib.JudgeConfig(**config), progress=progress,
+                         progress_file=progress_file)
+
+
+def _has_openai():
+  try:
+    import openai  # noqa: F401
+  except ImportError:
+    return False
+  return True
+
+
+BACKENDS = ["http", pytest.param("openai", marks=pytest.mark.skipif(
+    not _has_openai(), reason="the openai SDK is not installed (pip install openai)"))]
 
 
 # Marker -> requests per dimension it takes; None where the item must fail.
@@ -193,10 +213,13 @@ def test_messages_carry_the_evaluator_role_reference_prediction_and_qa_question(
     judge_lib.judge_messages("detail", "caption", "a", "b")
 
 
-def test_judge_scores_retries_counts_failures_and_caches(server, tmp_path):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_judge_scores_retries_counts_failures_and_caches(server, tmp_path, backend):
   cache = str(tmp_path / "cache.jsonl")
   records = records_with_markers("qa")
-  result = make_judge(server, cache).score(records)
+  judge = make_judge(server, cache, backend=backend)
+  assert judge.backend == backend
+  result = judge.score(records)
 
   markers = list(SUCCEEDING) + list(FAILING)
   for dim in judge_lib.DIMENSIONS:
@@ -233,12 +256,18 @@ def test_judge_scores_retries_counts_failures_and_caches(server, tmp_path):
   # What went over the wire.
   _, _, body, headers = server.requests[0]
   assert body["model"] == MODEL and body["temperature"] == 0
-  assert headers["Authorization"] == f"Bearer {API_KEY}"
+  headers = {name.lower(): value for name, value in headers.items()}  # the SDK sends lower case
+  assert headers["authorization"] == f"Bearer {API_KEY}"
   assert "What is unusual in the video?" in body["messages"][1]["content"]
+  # Structured output: a JSON schema holding the score.
+  assert body["response_format"]["type"] == "json_schema"
+  schema = body["response_format"]["json_schema"]["schema"]
+  assert schema["properties"] == {"score": {"type": "number"}} and schema["required"] == ["score"]
 
-  # A rerun reads every scored answer from the cache and asks only the failed ones again.
+  # A rerun reads every scored answer from the cache and asks only the failed ones again; the
+  # cache is shared by both clients.
   before = server.count()
-  rerun = make_judge(server, cache).score(records)
+  rerun = make_judge(server, cache, backend="http").score(records)
   assert rerun.cache_hits == 3 * len(SUCCEEDING)
   assert server.count() - before == rerun.requests == 3 * sum(FAILING.values())
   assert rerun.scores == result.scores
@@ -262,6 +291,89 @@ def test_a_refused_key_stops_the_run_with_a_clear_error(server, tmp_path):
   judge = make_judge(server, None, api_key="wrong")
   with pytest.raises(judge_lib.JudgeSetupError, match="API key was refused"):
     judge.score(records_with_markers()[:2])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_refused_key_stops_the_run_with_either_client(server, backend):
+  judge = make_judge(server, None, api_key="wrong", backend=backend)
+  with pytest.raises(judge_lib.JudgeSetupError, match="API key was refused"):
+    judge.score(records_with_markers()[:1])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_endpoint_refusing_response_format_is_asked_with_the_prompt_alone(
+    server, tmp_path, backend):
+  server.refuse_response_format = True
+  records = records_with_markers()[:3]  # plain, [flaky500], [rate429]
+  judge = make_judge(server, str(tmp_path / "cache.jsonl"), backend=backend, workers=1)
+  result = judge.score(records)
+  assert not result.failures
+  for dim in judge_lib.DIMENSIONS:
+    assert result.scores[dim] == [expected_score(dim, r["prediction"]) for r in records]
+  bodies = [body for _, _, body, _ in server.requests]
+  # One refused request (with a schema), then the rest of the run asks without one.
+  assert "response_format" in bodies[0]
+  assert all("response_format" not in body for body in bodies[1:])
+  assert result.requests == len(bodies) == 1 + 3 * (1 + 2 + 2)
+  # Without the fallback, a plain 400 is still an item failure after one request.
+  server.refuse_response_format = False
+  bad = make_judge(server, None, backend=backend).score(
+      [dict(records[0], prediction="Someone opens a car [bad400]")])
+  assert bad.requests == 3 and len(bad.failures) == 3
+
+
+def test_openai_backend_without_the_sdk_names_the_install(monkeypatch):
+  monkeypatch.setitem(sys.modules, "openai", None)  # makes `import openai` fail
+  config = judge_lib.JudgeConfig(model="m", base_url="http://127.0.0.1:9/v1",
+                                 backend="openai")
+  with pytest.raises(ImportError, match="pip install openai"):
+    judge_lib.Judge(config)
+  auto = judge_lib.Judge(judge_lib.JudgeConfig(model="m", base_url="http://127.0.0.1:9/v1"))
+  assert auto.backend == "http"
+  with pytest.raises(ValueError, match="backend 'grpc'"):
+    judge_lib.JudgeConfig(model="m", base_url="http://127.0.0.1:9/v1", backend="grpc")
+
+
+@pytest.mark.skipif(not _has_openai(), reason="the openai SDK is not installed")
+def test_auto_backend_prefers_the_openai_sdk():
+  judge = judge_lib.Judge(judge_lib.JudgeConfig(model="m", base_url="http://127.0.0.1:9/v1"))
+  assert judge.backend == "openai"
+
+
+def _cache_entries(path):
+  return sorted(path.read_text().splitlines())
+
+
+def test_progress_bar_shows_requests_cache_hits_and_failures(server, tmp_path):
+  plain = [{"task": "description", "reference": f"A man breaks into car {i}.",
+            "prediction": f"Someone opens car {i}"} for i in range(3)]
+  garbage = {"task": "description", "reference": "A fight.",
+             "prediction": "Two men argue [garbage]"}
+  records = plain + [garbage]
+  warm = tmp_path / "bar.jsonl"
+  make_judge(server, str(warm)).score(plain[:2])  # 2 items x 3 dimensions cached
+  (tmp_path / "quiet.jsonl").write_text(warm.read_text())
+
+  out = io.StringIO()
+  shown = make_judge(server, str(warm), progress=True, progress_file=out).score(records)
+  final = out.getvalue().split("\r")[-1]
+  assert "4/4" in final
+  assert "cached=6" in final and "failed=3" in final
+  # One plain item asked once per dimension, the unparseable one 3 attempts per dimension.
+  assert f"requests={3 + 3 * 3}" in final and shown.requests == 12
+  assert shown.cache_hits == 6 and len(shown.failures) == 3
+  assert re.search(r"<\d\d:\d\d|<\?", final)  # tqdm's ETA
+
+  # The bar changes neither the results nor the cache.
+  quiet = make_judge(server, str(tmp_path / "quiet.jsonl")).score(records)
+  assert quiet.scores == shown.scores and quiet.failures == shown.failures
+  assert _cache_entries(warm) == _cache_entries(tmp_path / "quiet.jsonl")
+
+
+def test_progress_bar_is_off_when_stderr_is_not_a_tty(server, tmp_path):
+  out = io.StringIO()  # not a TTY
+  make_judge(server, None, progress=None, progress_file=out).score(records_with_markers()[:1])
+  assert out.getvalue() == ""
 
 
 def test_config_checks(monkeypatch):
@@ -308,6 +420,9 @@ def test_evaluate_predictions_reports_both_tasks_with_judge_failures(server, tmp
   assert markdown.count("| Ours |") == 2 and markdown.count("| Ours, NLTK BLEU |") == 2
   mean = saved["tasks"]["qa"]["judge"]["detail"]["mean"]
   assert f"{mean:.3f}" in markdown
+  # The prompts are named as this project's wording, not the paper's text.
+  assert markdown.count("this project's wording of the paper's protocol") == 2
+  assert "not the paper's own prompt text" in markdown
 
 
 def test_report_marks_missing_task_and_skipped_judge(tmp_path):
