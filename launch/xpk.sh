@@ -8,13 +8,18 @@
 #   launch/xpk.sh --cluster C --project P --zone Z --tpu_type v5litepod-64 [--num_slices 1] \
 #       --stage 1|2|3 --size hawk7b [--variant paper|released] --workdir gs://BUCKET/RUN \
 #       --data gs://BUCKET/DATA [--from_stage gs://BUCKET/PREV] [--batch B] [--steps N] \
-#       [--workload NAME] [--docker_image IMAGE | --base_docker_image IMAGE] [--dry-run] \
-#       [-- extra args for the stage command]
+#       [--workload NAME] [--build_image IMAGE | --docker_image IMAGE | --base_docker_image IMAGE] \
+#       [--dry-run] [-- extra args for the stage command]
 #   launch/xpk.sh --cluster C --project P --zone Z --workload NAME --delete
 #
+#   --build_image        build the repository's Dockerfile (this checkout with the TPU extra
+#                        installed) as IMAGE, e.g. gcr.io/PROJECT/hawk-jax:TAG, push it
+#                        (docker build && docker push; docker must be logged in to the
+#                        registry), then run it as --docker_image: no install at start
 #   --docker_image       an image that already holds this code and its dependencies (run as is)
 #   --base_docker_image  default python:3.11: XPK layers this checkout onto it (--script-dir)
-#                        and the command installs it with the TPU extra first
+#                        and the command installs it with the TPU extra first, on every host
+#                        at every start (the default when no image is given)
 #   --workload           default hawk-s<STAGE>-<SIZE>-<time>
 #   --delete             delete the workload instead of creating one
 #   --dry-run            print the exact commands instead of running them
@@ -26,7 +31,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
 
 CLUSTER="" PROJECT="" ZONE="" TPU_TYPE="" NUM_SLICES=1 WORKLOAD="" DOCKER_IMAGE=""
-BASE_IMAGE="" DELETE=0 PY=python3
+BASE_IMAGE="" BUILD_IMAGE="" DELETE=0 PY=python3
 while [[ $# -gt 0 ]]; do
   case "$1" in
     -h|--help) usage; exit 0 ;;
@@ -39,6 +44,7 @@ while [[ $# -gt 0 ]]; do
     --workload) WORKLOAD=$(value_of "$@"); shift 2 ;;
     --docker_image) DOCKER_IMAGE=$(value_of "$@"); shift 2 ;;
     --base_docker_image) BASE_IMAGE=$(value_of "$@"); shift 2 ;;
+    --build_image) BUILD_IMAGE=$(value_of "$@"); shift 2 ;;
     --delete) DELETE=1; shift ;;
     --python) PY=$(value_of "$@"); shift 2 ;;
     --) shift; EXTRA=("$@"); break ;;
@@ -65,7 +71,11 @@ need "$TPU_TYPE" --tpu_type
 need "$WORKDIR" --workdir
 need "$DATA" --data
 [[ "$NUM_SLICES" =~ ^[1-9][0-9]*$ ]] || die "--num_slices must be a positive integer"
-[[ -n "$DOCKER_IMAGE" && -n "$BASE_IMAGE" ]] && die "give --docker_image or --base_docker_image, not both"
+IMAGES=0
+for image in "$DOCKER_IMAGE" "$BASE_IMAGE" "$BUILD_IMAGE"; do
+  if [[ -n "$image" ]]; then IMAGES=$((IMAGES + 1)); fi
+done
+[[ "$IMAGES" -le 1 ]] || die "give one of --build_image, --docker_image, --base_docker_image"
 WORKLOAD=${WORKLOAD:-hawk-s$STAGE-$SIZE-$(date +%m%d-%H%M)}
 
 DIST=1  # every stage, evaluation included: all hosts of the slice join one program
@@ -74,6 +84,12 @@ STAGE_CMD=$(stage_command "$PY" "$DIST" "$STAGE" "$SIZE" "$VARIANT" "$WORKDIR" "
                           "$FROM_STAGE" "$BATCH" "$STEPS" "${EXTRA[@]+"${EXTRA[@]}"}")
 CREATE=(xpk workload create "${LOC[@]}" --workload "$WORKLOAD" --tpu-type "$TPU_TYPE"
         --num-slices "$NUM_SLICES")
+if [[ -n "$BUILD_IMAGE" ]]; then
+  # TPU hosts are x86-64: build for it whatever machine builds the image.
+  run docker build --platform linux/amd64 -t "$BUILD_IMAGE" -f "$REPO_ROOT/Dockerfile" "$REPO_ROOT"
+  run docker push "$BUILD_IMAGE"
+  DOCKER_IMAGE=$BUILD_IMAGE
+fi
 if [[ -n "$DOCKER_IMAGE" ]]; then
   CREATE+=(--docker-image "$DOCKER_IMAGE" --command "$STAGE_CMD")
 else

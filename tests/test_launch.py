@@ -1,6 +1,7 @@
 """The launch scripts' --dry-run: the exact gcloud / xpk / srun / ssh commands for given
 arguments (parsed back with shlex, so the quoting is checked too), and clear errors on missing
 or bad arguments."""
+import fnmatch
 import os
 import shlex
 import subprocess
@@ -185,3 +186,68 @@ def test_gpu_ssh_dry_run():
   r = _run("gpu.sh", "--dry-run", "--launcher", "mpirun", "--stage", "1", "--workdir", "w",
            "--data", "d")
   assert r.returncode == 2 and "--launcher must be srun, ssh or local" in r.stderr
+
+
+XPK = ["--cluster", "c", "--project", "p", "--zone", "z", "--tpu_type", "v5litepod-64",
+       "--stage", "2", "--workdir", "gs://w", "--data", "gs://d", "--from_stage", "gs://s1"]
+
+
+def test_xpk_build_image_dry_run():
+  lines = _lines(_run("xpk.sh", "--dry-run", *XPK, "--build_image", "gcr.io/p/hawk-jax:v1"))
+  assert len(lines) == 3
+  build, push, xpk = lines
+  assert build[:2] == ["docker", "build"] and _opt(build, "-t") == "gcr.io/p/hawk-jax:v1"
+  assert _opt(build, "--platform") == "linux/amd64"  # TPU hosts, whatever machine builds
+  assert _opt(build, "-f") == os.path.join(ROOT, "Dockerfile") and build[-1] == ROOT
+  assert push == ["docker", "push", "gcr.io/p/hawk-jax:v1"]
+  assert xpk[:3] == ["xpk", "workload", "create"]
+  assert _opt(xpk, "--docker-image") == "gcr.io/p/hawk-jax:v1"
+  assert "--base-docker-image" not in xpk and "--script-dir" not in xpk
+  command = _opt(xpk, "--command")
+  assert "pip" not in command  # installed in the image, not at container start
+  assert command.startswith("python3 -m hawk_jax.train --distributed --config "
+                            "configs/stage2_finetune.py:size=hawk7b,variant=paper")
+
+
+@pytest.mark.parametrize("images", [["--build_image", "a:1", "--docker_image", "b:1"],
+                                    ["--build_image", "a:1", "--base_docker_image", "py:3"],
+                                    ["--docker_image", "b:1", "--base_docker_image", "py:3"]])
+def test_xpk_one_image_source(images):
+  r = _run("xpk.sh", "--dry-run", *XPK, *images)
+  assert r.returncode == 2 and "give one of --build_image" in r.stderr and not r.stdout
+
+
+def test_xpk_build_image_needs_a_value():
+  r = _run("xpk.sh", "--dry-run", *XPK, "--build_image")
+  assert r.returncode == 2 and "--build_image needs a value" in r.stderr
+
+
+def _docker_lines(name):
+  """The file's instructions: comments dropped, continuation lines joined."""
+  text = (support.ROOT / name).read_text(encoding="utf-8")
+  text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+  return [line.strip() for line in text.replace("\\\n", " ").splitlines() if line.strip()]
+
+
+def test_dockerfile_installs_the_project():
+  lines = _docker_lines("Dockerfile")
+  assert lines[0] == "FROM python:3.11-slim"
+  assert "ARG EXTRAS=tpu" in lines
+  runs = [line for line in lines if line.startswith("RUN ")]
+  assert any('pip install ".[${EXTRAS}]"' in line for line in runs)  # the dependencies
+  copies = [line for line in lines if line.startswith("COPY ")]
+  assert "COPY . ." in copies
+  after_copy = runs[[i for i, line in enumerate(runs)
+                     if lines.index(line) > lines.index("COPY . .")][0]]
+  assert "pip install --no-deps ." in after_copy  # the checkout itself, after its code
+  assert "WORKDIR /app" in lines  # the stage commands name configs/ by relative path
+  assert any(line.startswith("USER ") for line in lines)
+  # the XPK command runs from the image's working directory: configs/ must be there
+  assert "configs/" not in "\n".join(_docker_lines(".dockerignore"))
+
+
+def test_dockerignore_keeps_data_and_runs_out():
+  ignored = set(_docker_lines(".dockerignore"))
+  assert {".git", "data/", "workdir*", "runs/"} <= ignored
+  for kept in ("hawk_jax", "data_pipelines", "configs", "setup.py", "pyproject.toml"):
+    assert not any(fnmatch.fnmatch(kept, p.rstrip("/")) for p in ignored), kept
