@@ -72,7 +72,8 @@ setup(
     extras_require={
         "torch": TORCH,
         "video": ["av>=12", "scikit-video>=1.1.11"],
-        "eval": ["nltk>=3.9", "pycocoevalcap>=1.2"],
+        # the judge uses the official SDK when it is there (a stdlib client otherwise)
+        "eval": ["nltk>=3.9", "pycocoevalcap>=1.2", "openai>=3.63,<4"],
         "spacy": ["spacy>=3.7"],
         "beam": BEAM,
         "demo": DEMO,
@@ -80,6 +81,6 @@ setup(
         "tpu": ["jax[tpu]>=0.10.2,<0.11"] + LIBTPU + GCS,
         "test": TORCH + GCS + LIBTPU + BEAM + DEMO + ["selenium==4.32.0",
             "pytest>=8", "nltk>=3.9", "pycocoevalcap>=1.2", "av>=12", "scikit-video>=1.1.11",
-            "gcp-storage-emulator>=2026.7.19", "ruff>=0.6"],
+            "gcp-storage-emulator>=2026.7.19", "openai>=3.63,<4", "ruff>=0.6"],
     },
 )
