@@ -92,3 +92,27 @@ def _save_step(path: str, step: int, trainable) -> None:
   ckpts = checkpoint.TrainCheckpoints(pathlib.Path(path) / "checkpoints", async_save=False)
   ckpts.save(step, trainable, {"count": np.zeros((), np.int32)})
   ckpts.close()
+
+
+def random_stage2_workdir(tmp_path_factory) -> str:
+  """A tiny stage-2 workdir of random parameters with finished steps 10 and 20, 4 frames (the
+  checkpoint of the command-line error tests)."""
+  from configs.common import base_config
+  cfg = base_config(2, "size=tiny")
+  cfg.data.num_frames = 4
+  path = str(tmp_path_factory.mktemp("stage2"))
+  write_random_workdir(path, cfg, steps=(10, 20), std=0.08)
+  return path
+
+
+def assert_one_error_line(code, out, err, *names) -> str:
+  """A command line's bad-input answer: exit 2, no traceback, exactly one `error: ...` line on
+  stderr naming each of `names`. Returns that line."""
+  assert code == 2, (code, out, err)
+  assert "Traceback" not in out + err
+  lines = [line for line in err.splitlines() if line.strip()]
+  assert len(lines) == 1 and lines[0].startswith("error: "), err
+  for name in names:
+    assert name in lines[0], (name, lines[0])
+  return lines[0]
+

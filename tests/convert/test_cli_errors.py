@@ -9,15 +9,12 @@ import pytest
 
 from configs.common import base_config
 from hawk_jax.convert import cli as convert_cli
-from tests.support import ROOT, write_random_workdir
+from tests.support import ROOT, assert_one_error_line, random_stage2_workdir, write_random_workdir
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-  cfg = base_config(2, "size=tiny")
-  path = str(tmp_path_factory.mktemp("stage2"))
-  write_random_workdir(path, cfg, steps=(10, 20), std=0.08)
-  return path
+  return random_stage2_workdir(tmp_path_factory)
 
 
 @pytest.fixture
@@ -34,13 +31,6 @@ def _to_torch(argv, capsys):
   return code, captured.out, captured.err
 
 
-def _assert_one_error_line(code, out, err, *names):
-  assert code == 2, (code, out, err)
-  assert "Traceback" not in out + err
-  lines = [line for line in err.splitlines() if line.strip()]
-  assert len(lines) == 1 and lines[0].startswith("error: "), err
-  for name in names:
-    assert name in lines[0], (name, lines[0])
 
 
 @pytest.mark.parametrize("kind,why", [("no_such_workdir", "no such workdir"),
@@ -53,14 +43,14 @@ def test_bad_checkpoint_folder_is_one_line(kind, why, tmp_path, capsys):
     (folder / "notes.txt").write_text("no config.json here")
   code, out, err = _to_torch(["--checkpoint", str(folder), "--out", str(tmp_path / "h.pth")],
                              capsys)
-  _assert_one_error_line(code, out, err, str(folder), why)
+  assert_one_error_line(code, out, err, str(folder), why)
 
 
 def test_unknown_step_is_one_line_before_the_weights(workdir, tmp_path, no_weights, capsys):
   """convert.cli.to_torch --step N that the workdir lacks: the steps there are named."""
   code, out, err = _to_torch(["--checkpoint", workdir, "--step", "7", "--out",
                               str(tmp_path / "h.pth")], capsys)
-  _assert_one_error_line(code, out, err, workdir, "no finished step 7", "[10, 20]")
+  assert_one_error_line(code, out, err, workdir, "no finished step 7", "[10, 20]")
 
 
 @pytest.mark.parametrize("where", ["a_folder", "under_a_file"])
@@ -76,7 +66,7 @@ def test_unwritable_out_is_one_line_before_the_weights(where, workdir, tmp_path,
     out = tmp_path / "notes.txt" / "hawk.pth"
     why = f"{tmp_path / 'notes.txt'} is a file"
   code, out_text, err = _to_torch(["--checkpoint", workdir, "--out", str(out)], capsys)
-  _assert_one_error_line(code, out_text, err, str(out), why)
+  assert_one_error_line(code, out_text, err, str(out), why)
 
 
 def _damage_step(workdir: str, step: int) -> None:

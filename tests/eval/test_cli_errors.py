@@ -9,14 +9,17 @@ import os
 import numpy as np
 import pytest
 
-from configs.common import base_config
 from data_pipelines import motion, records
 from data_pipelines.synthetic import write_mp4
 from hawk_jax.eval import cli as eval_cli
 from hawk_jax.eval import evaluate
 from hawk_jax.infer import engine as engine_lib
 from hawk_jax.workdir import WorkdirError
-from tests.support import write_random_workdir, write_records
+from tests.support import (
+  assert_one_error_line,
+  random_stage2_workdir,
+  write_records,
+)
 
 GOOD = [
     {"task": "description", "video": "a.mp4", "question": "", "reference": "A man falls down.",
@@ -32,13 +35,6 @@ def _line(record) -> bytes:
   return json.dumps(record).encode("utf-8")
 
 
-def _assert_one_error_line(code, out, err, *names):
-  assert code == 2, (code, out, err)
-  assert "Traceback" not in out + err
-  lines = [line for line in err.splitlines() if line.strip()]
-  assert len(lines) == 1 and lines[0].startswith("error: "), err
-  for name in names:
-    assert name in lines[0], (name, lines[0])
 
 
 def test_bad_prediction_lines_are_named_and_the_good_ones_scored(tmp_path, capsys):
@@ -102,7 +98,7 @@ def test_missing_or_empty_predictions_file_is_one_line(kind, tmp_path, capsys):
     path.write_bytes(b"")
   code = eval_cli.main(["--predictions", str(path), "--out", str(tmp_path / "o"), "--no_judge"])
   captured = capsys.readouterr()
-  _assert_one_error_line(code, captured.out, captured.err, str(path))
+  assert_one_error_line(code, captured.out, captured.err, str(path))
 
 
 @pytest.mark.parametrize("flag,value", [("--step", "3"), ("--data_dir", "data"),
@@ -123,11 +119,7 @@ def test_checkpoint_only_flags_with_predictions_are_refused(flag, value, tmp_pat
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-  cfg = base_config(2, "size=tiny")
-  cfg.data.num_frames = 4
-  path = str(tmp_path_factory.mktemp("stage2"))
-  write_random_workdir(path, cfg, steps=(10, 20), std=0.08)
-  return path
+  return random_stage2_workdir(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +159,7 @@ def test_bad_checkpoint_folder_is_one_line(kind, why, data_dir, tmp_path, no_wei
     (folder / "notes.txt").write_text("no config.json here")
   code, out, err = _evaluate(["--checkpoint", str(folder), "--data_dir", data_dir], tmp_path,
                              capsys)
-  _assert_one_error_line(code, out, err, str(folder), why)
+  assert_one_error_line(code, out, err, str(folder), why)
 
 
 def test_unknown_step_is_one_line_before_the_weights(workdir, data_dir, tmp_path, no_weights,
@@ -175,7 +167,7 @@ def test_unknown_step_is_one_line_before_the_weights(workdir, data_dir, tmp_path
   """hawk_jax.eval.cli.main --checkpoint --step N that the workdir lacks."""
   code, out, err = _evaluate(["--checkpoint", workdir, "--step", "7", "--data_dir", data_dir],
                              tmp_path, capsys)
-  _assert_one_error_line(code, out, err, workdir, "no finished step 7", "[10, 20]")
+  assert_one_error_line(code, out, err, workdir, "no finished step 7", "[10, 20]")
 
 
 @pytest.mark.parametrize("what", ["data_dir", "split"])
@@ -188,7 +180,7 @@ def test_missing_dataset_or_split_is_one_line_before_the_weights(what, workdir, 
   else:
     argv, names = ["--data_dir", data_dir, "--split", "validation"], ["'validation'", "test"]
   code, out, err = _evaluate(["--checkpoint", workdir] + argv, tmp_path, capsys)
-  _assert_one_error_line(code, out, err, *names)
+  assert_one_error_line(code, out, err, *names)
 
 
 def test_workdir_error_while_reading_weights_is_one_line(workdir, data_dir, tmp_path,
@@ -204,7 +196,7 @@ def test_workdir_error_while_reading_weights_is_one_line(workdir, data_dir, tmp_
   monkeypatch.setattr(engine_lib, "load_params", load_params)
   code, out, err = _evaluate(["--checkpoint", workdir, "--step", "20", "--data_dir", data_dir],
                              tmp_path, capsys)
-  _assert_one_error_line(code, out, err, f"checkpoint step 20 of {workdir} is damaged",
+  assert_one_error_line(code, out, err, f"checkpoint step 20 of {workdir} is damaged",
                          "truncated detail; read another step with --step")
   assert steps == [20]
   assert not os.path.exists(tmp_path / "out" / "report.json")

@@ -12,23 +12,18 @@ import sys
 import numpy as np
 import pytest
 
-from configs.common import base_config
 from data_pipelines.synthetic import write_mp4
 from hawk_jax.infer import chat, describe
 from hawk_jax.infer import engine as engine_lib
 from hawk_jax.workdir import WorkdirError
-from tests.support import ROOT, write_random_workdir
+from tests.support import ROOT, assert_one_error_line, random_stage2_workdir
 
 CLIS = {"describe": describe.main, "chat": chat.main}
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-  cfg = base_config(2, "size=tiny")
-  cfg.data.num_frames = 4
-  path = str(tmp_path_factory.mktemp("stage2"))
-  write_random_workdir(path, cfg, steps=(10, 20), std=0.08)
-  return path
+  return random_stage2_workdir(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -69,14 +64,6 @@ def _run(cli, argv, capsys, monkeypatch):
   return code, captured.out, captured.err
 
 
-def _assert_one_error_line(code, out, err, *names):
-  assert code == 2, (code, out, err)
-  assert "Traceback" not in out + err
-  lines = [line for line in err.splitlines() if line.strip()]
-  assert len(lines) == 1 and lines[0].startswith("error: "), err
-  for name in names:
-    assert name in lines[0], (name, lines[0])
-  return lines[0]
 
 
 @pytest.mark.parametrize("cli", sorted(CLIS))
@@ -88,7 +75,7 @@ def test_bad_video_is_one_line_before_the_weights(cli, kind, why, workdir, paths
                                                   capsys, monkeypatch):
   """describe.main / chat.main: a missing, corrupt or empty video."""
   code, out, err = _run(cli, ["--checkpoint", workdir, paths[kind]], capsys, monkeypatch)
-  _assert_one_error_line(code, out, err, paths[kind], why)
+  assert_one_error_line(code, out, err, paths[kind], why)
 
 
 @pytest.mark.parametrize("cli", sorted(CLIS))
@@ -97,7 +84,7 @@ def test_describe_names_the_bad_one_of_several_videos(cli, workdir, paths, no_we
   """describe.main (several videos) / chat.main (the one video): the bad path is named."""
   videos = [paths["good"], paths["corrupt"]] if cli == "describe" else [paths["corrupt"]]
   code, out, err = _run(cli, ["--checkpoint", workdir] + videos, capsys, monkeypatch)
-  line = _assert_one_error_line(code, out, err, paths["corrupt"])
+  line = assert_one_error_line(code, out, err, paths["corrupt"])
   assert paths["good"] not in line
 
 
@@ -108,7 +95,7 @@ def test_bad_checkpoint_folder_is_one_line(cli, kind, why, paths, no_weights, ca
                                            monkeypatch):
   """describe.main / chat.main: a --checkpoint that does not exist or is not a workdir."""
   code, out, err = _run(cli, ["--checkpoint", paths[kind], paths["good"]], capsys, monkeypatch)
-  _assert_one_error_line(code, out, err, paths[kind], why)
+  assert_one_error_line(code, out, err, paths[kind], why)
 
 
 @pytest.mark.parametrize("cli", sorted(CLIS))
@@ -117,7 +104,7 @@ def test_unknown_step_is_one_line_before_the_weights(cli, workdir, paths, no_wei
   """describe.main / chat.main --step N that the workdir lacks: the steps there are named."""
   code, out, err = _run(cli, ["--checkpoint", workdir, "--step", "7", paths["good"]], capsys,
                         monkeypatch)
-  _assert_one_error_line(code, out, err, workdir, "no finished step 7", "[10, 20]")
+  assert_one_error_line(code, out, err, workdir, "no finished step 7", "[10, 20]")
 
 
 @pytest.mark.parametrize("cli", sorted(CLIS))
@@ -126,7 +113,7 @@ def test_bad_generation_flag_is_one_line_before_the_weights(cli, workdir, paths,
   """describe.main / chat.main: a generation flag out of range fails before the load."""
   code, out, err = _run(cli, ["--checkpoint", workdir, "--max_new_tokens", "0", paths["good"]],
                         capsys, monkeypatch)
-  _assert_one_error_line(code, out, err, "max_new_tokens must be >= 1")
+  assert_one_error_line(code, out, err, "max_new_tokens must be >= 1")
 
 
 @pytest.mark.parametrize("cli", sorted(CLIS))
@@ -145,7 +132,7 @@ def test_workdir_error_while_reading_weights_is_one_line(cli, workdir, paths, ca
   monkeypatch.setattr(engine_lib, "load_params", load_params)
   code, out, err = _run(cli, ["--checkpoint", workdir, "--step", "20", paths["good"]], capsys,
                         monkeypatch)
-  _assert_one_error_line(code, out, err, f"checkpoint step 20 of {workdir} is damaged",
+  assert_one_error_line(code, out, err, f"checkpoint step 20 of {workdir} is damaged",
                          "truncated detail ; read another step with --step")
   assert steps == [20]
 
