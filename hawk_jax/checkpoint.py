@@ -117,12 +117,16 @@ def restore_params(directory, target) -> Any:
 
   params, error = quiet_restore(restore)
   if error is not None:
-    raise UnreadableParams(f"{path}: {error}")
+    raise UnreadableParams(path, error)
   return params
 
 
 class UnreadableParams(OSError):
   """A parameter folder whose files cannot be read (missing, truncated, undecodable)."""
+
+  def __init__(self, path, reason: str):
+    super().__init__(f"{path}: {reason}")
+    self.reason = reason
 
 
 FROZEN_REF = "frozen_ref.json"

@@ -151,13 +151,18 @@ def _select(tree: dict, groups: Sequence[GroupPath] | None) -> dict:
   return out
 
 
+def _flat_key(path) -> str:
+  """A tree_util key path as `flatten_paths` names the leaf ("llm/layers/...")."""
+  return "/".join(str(k.key) for k in path)
+
+
 def _with_shardings(abstract: dict, shardings) -> dict:
   if shardings is None:
     return checkpoint.abstract_like(abstract)
   flat = flatten_paths(shardings)
   return jax.tree_util.tree_map_with_path(
       lambda path, s: jax.ShapeDtypeStruct(
-          s.shape, s.dtype, sharding=flat["/".join(str(k.key) for k in path)]), abstract)
+          s.shape, s.dtype, sharding=flat[_flat_key(path)]), abstract)
 
 
 def _read_part(directory: str, expected: dict, whole: bool, what: str, shardings,
@@ -176,7 +181,7 @@ def _read_part(directory: str, expected: dict, whole: bool, what: str, shardings
   try:
     params = checkpoint.restore_params(directory, _with_shardings(expected, shardings))
   except checkpoint.UnreadableParams as e:
-    raise _damaged(directory, step, str(e).split(": ", 1)[1]) from None
+    raise _damaged(directory, step, e.reason) from None
   if step is not None:
     _check_trainable_sums(directory, step, params, saved)
   return params
@@ -203,8 +208,7 @@ def _check_trainable_sums(directory: str, step: int, params: dict, saved: dict) 
     raise _damaged(directory, step, e.reason) from None
   flat_saved = flatten_paths(saved)
   same_dtype = jax.tree_util.tree_map_with_path(
-      lambda path, x: x if flat_saved["/".join(str(k.key) for k in path)].dtype == x.dtype
-      else None, params)
+      lambda path, x: x if flat_saved[_flat_key(path)].dtype == x.dtype else None, params)
   try:
     checkpoint.check_sums(step, step_dir.parent, "trainable", same_dtype, meta)
   except checkpoint.DamagedCheckpoint as e:

@@ -286,8 +286,15 @@ def _train_stage(cfg, workdir, stop_after, progress, preemption) -> StageResult:
                          skip_streak=int(skips["streak"])))
 
   # The previous step's skip streak is read once the next step is queued, so the host never
-  # waits on the step in flight (the devices stay busy); saves read the current one.
+  # waits on the step in flight (the devices stay busy); a save reads the current one (it
+  # waits for the step anyway) and nothing is left to read after it.
   pending = None
+
+  def checked_save() -> None:
+    nonlocal pending
+    check_streak(step, metrics)
+    pending = None
+    save()
   try:
     while step < num_steps:
       state, metrics = compiled(state, frozen, batch)
@@ -312,13 +319,11 @@ def _train_stage(cfg, workdir, stop_after, progress, preemption) -> StageResult:
         bar.update(1)
       saved = False
       if step % cfg.train.ckpt_every == 0 or step == num_steps:
-        check_streak(step, metrics)
-        save()
+        checked_save()
         saved = True
       if step < num_steps and preemption.reached(done_here):
         if not saved:
-          check_streak(step, metrics)
-          save()
+          checked_save()
         ckpts.close()
         writer.close()
         raise Preempted(step, workdir)
