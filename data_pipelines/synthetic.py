@@ -1,6 +1,7 @@
 """A small synthetic anomaly dataset: mp4 clips of moving shapes with text, for smoke runs.
 
   python -m data_pipelines.synthetic --out DIR --num_videos 24
+  python -m data_pipelines.synthetic --out DIR --num_long_videos 3 --long_seconds 20,60
 
 Each clip (default 96x96, 32 frames at 10 fps, mp4v) shows one or two coloured actors on a
 textured static background doing one event:
@@ -8,24 +9,42 @@ textured static background doing one event:
 - anomalous: `collision` (two actors run into each other and stop), `fall` (an actor walking
   drops to the ground), `run` (an actor walking suddenly sprints).
 Text is templated but varied (several phrasings per event, random colours, actors, directions)
-and always names subject, verb and object, so motion-text extraction finds phrases.
+and always names subject, verb and object, so motion-text extraction finds phrases. Every clip's
+first QA pair is ANOMALY_QUESTION answered "Yes." or "No.": the timeline scorer asks exactly that
+question and reads P(yes) from the next token, so training must show the model that answer
+(stage 2 sometimes swaps the first pair for the description, so the pair is not always seen).
+
+Long videos (make_long_videos, --num_long_videos) are for temporal localization: one scene (one
+background) played as a run of segments, each as long as a training clip, so a scoring window of
+one clip's length looks like a training clip. Segments are normal (walk, stand) but for one or
+two anomalous ones at random, never first and never next to each other, so every event has
+normal footage on both sides and the ground truth is a clean frame interval. The last video of a
+set of three or more is fully normal, for the false-alarm rate.
 
 Written layout (HAWK and WebVid layouts over the same clips):
   DIR/videos/synthetic/clip_0000.mp4 ...
   DIR/all_videos_train.json, DIR/all_videos_test.json   HAWK {"video","description","QA"}
   DIR/captions.csv                                      WebVid page_dir,videoid,name
+  DIR/long/videos/long_0000.mp4 ...                     long videos (only with --num_long_videos)
+  DIR/long/annotations_ucf.txt                          UCF-Crime temporal annotations:
+      long_0000.mp4  Anomaly  s1  e1  s2  e2            0-based frames, both ends inclusive,
+      long_0002.mp4  Normal  -1  -1  -1  -1             -1 where there is no (second) interval
+  DIR/long/long_videos.json                             the same with event names and seconds
 
 Rerunning into the same DIR with the same clip settings (seed, size, frames, fps; recorded in
 DIR/videos/synthetic/params.json) leaves the clips already there untouched, so their size and
 mtime, and with them pre-extraction's cache keys (data_pipelines/clip_cache.py), stay the same.
 A clip is written under a temporary name and renamed once complete, so a clip file under its
-own name is always whole; with other settings every clip is written again.
+own name is always whole; with other settings every clip is written again. Long videos follow
+the same rule with their own settings (DIR/long/videos/params.json).
 """
 from __future__ import annotations
 
+import argparse
 import csv
 import dataclasses
 import json
+import math
 import os
 import sys
 from typing import Sequence
@@ -37,6 +56,10 @@ from hawk_jax import console
 
 EVENTS = ("walk", "stand", "collision", "fall", "run")
 ANOMALOUS = {"collision", "fall", "run"}
+NORMAL_EVENTS = tuple(e for e in EVENTS if e not in ANOMALOUS)
+ANOMALOUS_EVENTS = tuple(e for e in EVENTS if e in ANOMALOUS)
+# Asked word for word by the timeline scorer; the first QA pair of every clip.
+ANOMALY_QUESTION = "Is there any anomaly in this video? Answer yes or no."
 COLOURS = {"red": (220, 40, 40), "blue": (40, 70, 220), "green": (40, 180, 60),
            "yellow": (230, 210, 40), "purple": (150, 60, 190), "orange": (240, 140, 30)}
 ACTORS = {"person": (10, 22), "man": (10, 24), "woman": (9, 22), "cyclist": (14, 18),
@@ -75,9 +98,11 @@ def _draw(frame: np.ndarray, actor: Actor, fallen: bool = False) -> None:
   cv2.rectangle(frame, (x0, y0), (x0 + w, y0 + h), (20, 20, 20), 1)
 
 
-def _render(event: str, size: int, num_frames: int, rng: np.random.Generator):
-  """Frames (RGB uint8 [T, size, size, 3]) and the actors of one event."""
-  bg = _background(size, rng)
+def _render(event: str, size: int, num_frames: int, rng: np.random.Generator,
+            background: np.ndarray | None = None):
+  """Frames (RGB uint8 [T, size, size, 3]) and the actors of one event, over `background`
+  ([size, size, 3]; a new one drawn from rng first when None, as every clip does)."""
+  bg = _background(size, rng) if background is None else background
   colours = rng.permutation(list(COLOURS))
   kinds = list(ACTORS)
   a = Actor(str(colours[0]), str(rng.choice(kinds)), 0.0, 0.0)
@@ -182,6 +207,8 @@ def _text(event: str, a: Actor, b: Actor, direction: str, place: str, rng):
     raise ValueError(f"unknown event {event!r}; expected one of {EVENTS}")
   is_anomaly = event in ANOMALOUS
   qa = [
+      # Draws nothing from rng, so the pairs after it stay what they were before it was added.
+      {"q": ANOMALY_QUESTION, "a": "Yes." if is_anomaly else "No."},
       {"q": _pick(rng, ["What is the anomaly in the video?", "What unusual event happens?",
                         "Is there anything abnormal in this video?"]),
        "a": anomaly},
@@ -201,28 +228,57 @@ def _opposite(direction: str) -> str:
   return "left" if direction == "right" else "right"
 
 
-def write_mp4(path: str, frames_rgb: np.ndarray, fps: float) -> None:
-  """Writes the clip to `path` whole or not at all: into a temporary name (ending in .mp4,
-  which OpenCV picks the container by) renamed into place once the writer is closed."""
-  h, w = frames_rgb.shape[1:3]
-  tmp = f"{path[:-4] if path.endswith('.mp4') else path}{_TMP_MARK}{os.getpid()}.mp4"
-  writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-  if not writer.isOpened():
-    raise OSError(f"{path}: OpenCV cannot open an mp4v writer (on {tmp})")
-  try:
+_TMP_MARK = ".tmp-"  # in a temporary video's name, which a rerun removes
+
+
+class _Mp4Writer:
+  """An mp4v file written frame batch by frame batch yet whole or not at all: into a temporary
+  name (ending in .mp4, which OpenCV picks the container by), renamed into place when the block
+  ends without an error and removed when it ends with one. A long video thus never has to be in
+  memory at once, and a reader never sees half of one under its own name."""
+
+  def __init__(self, path: str, fps: float, width: int, height: int):
+    self.path = path
+    self.tmp = f"{path[:-4] if path.endswith('.mp4') else path}{_TMP_MARK}{os.getpid()}.mp4"
+    self._writer = cv2.VideoWriter(self.tmp, cv2.VideoWriter_fourcc(*"mp4v"), fps,
+                                   (width, height))
+    if not self._writer.isOpened():
+      self._remove_tmp()
+      raise OSError(f"{path}: OpenCV cannot open an mp4v writer (on {self.tmp})")
+
+  def write(self, frames_rgb: np.ndarray) -> None:
     for frame in frames_rgb:
-      writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-  finally:
-    writer.release()
-  os.replace(tmp, path)
+      self._writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+
+  def _remove_tmp(self) -> None:
+    try:
+      os.remove(self.tmp)
+    except OSError:
+      pass
+
+  def __enter__(self) -> _Mp4Writer:
+    return self
+
+  def __exit__(self, exc_type, exc, tb) -> None:
+    self._writer.release()
+    if exc_type is None:
+      os.replace(self.tmp, self.path)
+    else:
+      self._remove_tmp()
 
 
-_TMP_MARK = ".tmp-"
+def write_mp4(path: str, frames_rgb: np.ndarray, fps: float) -> None:
+  """Writes the clip to `path` whole or not at all (see _Mp4Writer)."""
+  h, w = frames_rgb.shape[1:3]
+  with _Mp4Writer(path, fps, w, h) as writer:
+    writer.write(frames_rgb)
+
+
 _PARAMS_FILE = "params.json"
 
 
 def _keep_clips_made_with(clips_dir: str, params: dict) -> None:
-  """Leaves the clips in clips_dir that were made with `params` (recorded in params.json);
+  """Leaves the videos in clips_dir that were made with `params` (recorded in params.json);
   removes them all if made otherwise, then records `params` before any new clip is written,
   so a later rerun never keeps a clip made with other settings. Temporary files a killed run
   left are removed too."""
@@ -288,22 +344,157 @@ def make_synthetic_dataset(out_dir: str, num_videos: int = 24, size: int = 96,
   return paths
 
 
+# Anomalous events per long video at most: a UCF-Crime annotation line holds two intervals.
+MAX_LONG_EVENTS = 2
+# Mixed into each long video's seed so its stream is not a clip's: default_rng(s) and
+# default_rng([s, 0]) give the same numbers.
+_LONG_STREAM = 0x6C6F6E67
+
+
+def _long_frame_range(min_seconds: float, max_seconds: float, fps: float,
+                      segment_frames: int) -> tuple[int, int]:
+  """The frame counts whose duration lies in [min_seconds, max_seconds] (the small slack keeps
+  e.g. 20 s at 10 fps at 200 frames despite float rounding); ValueError when there is none, or
+  when the shortest holds fewer than the two segments (a normal one, then the anomaly) that a
+  video with an anomaly needs."""
+  if not 0 < min_seconds <= max_seconds:
+    raise ValueError(f"need 0 < min_seconds <= max_seconds, got {min_seconds}, {max_seconds}")
+  if segment_frames < 1:
+    raise ValueError(f"segment_frames must be >= 1, got {segment_frames}")
+  lo, hi = math.ceil(min_seconds * fps - 1e-6), math.floor(max_seconds * fps + 1e-6)
+  if lo > hi:
+    raise ValueError(f"no whole number of frames at {fps} fps lasts between {min_seconds} and "
+                     f"{max_seconds} s")
+  if lo < 2 * segment_frames:
+    raise ValueError(f"{min_seconds} s at {fps} fps is {lo} frames, fewer than the two "
+                     f"segments of {segment_frames} frames a video with an anomaly needs")
+  return lo, hi
+
+
+def _plan_long(rng: np.random.Generator, num_frames: int, segment_frames: int,
+               with_anomaly: bool) -> list[str]:
+  """The event of each segment. A last segment cut short by num_frames is always normal, so an
+  anomalous segment is whole (its event happens in the segment's second half)."""
+  num_segments = -(-num_frames // segment_frames)
+  events = [_pick(rng, NORMAL_EVENTS) for _ in range(num_segments)]
+  if with_anomaly:
+    # Slots are the whole segments after the first. Picking k of slots - k + 1 and shifting the
+    # j-th pick by j spreads them uniformly over all non-adjacent placements.
+    slots = num_frames // segment_frames - 1
+    k = min(int(rng.integers(1, MAX_LONG_EVENTS + 1)), (slots + 1) // 2)
+    picks = np.sort(rng.choice(slots - k + 1, size=k, replace=False))
+    for j, c in enumerate(picks):
+      events[1 + int(c) + j] = _pick(rng, ANOMALOUS_EVENTS)
+  return events
+
+
+def _ucf_line(name: str, intervals: list[tuple[int, int]]) -> str:
+  """`name  Anomaly  s1  e1  s2  e2` (or Normal), -1 where there is no interval; the format of
+  UCF-Crime's Temporal_Anomaly_Annotation.txt, which the localization metrics read."""
+  fields = [v for interval in intervals for v in interval]
+  fields += [-1] * (2 * MAX_LONG_EVENTS - len(fields))
+  return "  ".join([name, "Anomaly" if intervals else "Normal", *map(str, fields)])
+
+
+def make_long_videos(out_dir: str, num_videos: int = 3, min_seconds: float = 20,
+                     max_seconds: float = 60, size: int = 96, fps: float = 10.0,
+                     segment_frames: int = 32, seed: int = 1) -> dict[str, str]:
+  """Writes long videos with anomalous events at known frames under out_dir/long and returns
+  the paths: videos_dir, annotations (UCF-Crime format) and index (long_videos.json); see the
+  module docstring.
+
+  Each video lasts a whole number of frames within [min_seconds, max_seconds] and holds one or
+  two anomalous segments of segment_frames frames, except the last of three or more, which is
+  normal. Video i depends only on (seed, i) and the other settings, so its plan is known
+  before rendering and a kept video is not rendered again.
+  """
+  if num_videos < 1:
+    raise ValueError(f"num_videos must be >= 1, got {num_videos}")
+  lo, hi = _long_frame_range(min_seconds, max_seconds, fps, segment_frames)
+  long_dir = os.path.join(out_dir, "long")
+  videos_dir = os.path.join(long_dir, "videos")
+  os.makedirs(videos_dir, exist_ok=True)
+  # num_videos is a setting here: it decides which video is the normal one.
+  _keep_clips_made_with(videos_dir, {
+      "num_videos": num_videos, "min_seconds": min_seconds, "max_seconds": max_seconds,
+      "size": size, "fps": fps, "segment_frames": segment_frames, "seed": seed})
+  index, lines = [], []
+  for i in range(num_videos):
+    rng = np.random.default_rng([seed, _LONG_STREAM, i])
+    num_frames = int(rng.integers(lo, hi + 1))
+    normal = num_videos >= 3 and i == num_videos - 1
+    segments = _plan_long(rng, num_frames, segment_frames, with_anomaly=not normal)
+    name = f"long_{i:04d}.mp4"
+    path = os.path.join(videos_dir, name)
+    if not os.path.exists(path):
+      background = _background(size, rng)
+      with _Mp4Writer(path, fps, size, size) as writer:
+        for k, event in enumerate(segments):
+          frames = _render(event, size, segment_frames, rng, background=background)[0]
+          writer.write(frames[:num_frames - k * segment_frames])
+    events = []
+    for k, event in enumerate(segments):
+      if event in ANOMALOUS:
+        start, end = k * segment_frames, (k + 1) * segment_frames - 1
+        # Seconds as a half-open span: the event lasts until the end of its last frame.
+        events.append({"event": event, "start_frame": start, "end_frame": end,
+                       "start_s": round(start / fps, 3), "end_s": round((end + 1) / fps, 3)})
+    index.append({"video": f"long/videos/{name}", "fps": fps, "num_frames": num_frames,
+                  "segment_frames": segment_frames, "segments": segments, "events": events})
+    lines.append(_ucf_line(name, [(e["start_frame"], e["end_frame"]) for e in events]))
+  paths = {"videos_dir": videos_dir,
+           "annotations": os.path.join(long_dir, "annotations_ucf.txt"),
+           "index": os.path.join(long_dir, "long_videos.json")}
+  with open(paths["annotations"], "w", encoding="utf-8") as f:
+    f.write("".join(line + "\n" for line in lines))
+  with open(paths["index"], "w", encoding="utf-8") as f:
+    json.dump(index, f, indent=1)
+  return paths
+
+
+def _seconds_range(text: str) -> tuple[float, float]:
+  try:
+    lo, hi = (float(v) for v in text.split(","))
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected MIN,MAX in seconds, got {text!r}") from None
+  return lo, hi
+
+
 def main(argv: Sequence[str] | None = None) -> int:
   p = console.parser("python -m data_pipelines.synthetic", __doc__)
   p.add_argument("--out", required=True, help="output folder (videos/, annotations)")
   p.add_argument("--num_videos", type=int, default=24, help="videos to make")
   p.add_argument("--size", type=int, default=96, help="frame side in pixels")
-  p.add_argument("--num_frames", type=int, default=32, help="frames per video")
+  p.add_argument("--num_frames", type=int, default=32,
+                 help="frames per video (and per segment of a long video)")
   p.add_argument("--fps", type=float, default=10.0, help="frames per second")
   p.add_argument("--test_fraction", type=float, default=0.2,
                  help="fraction of the videos in the test split")
   p.add_argument("--seed", type=int, default=0, help="seed of the scenes")
+  p.add_argument("--num_long_videos", type=int, default=0,
+                 help="long videos with anomalies at known frames to make too, in OUT/long")
+  # A string default goes through type too, and --help shows it as typed.
+  p.add_argument("--long_seconds", type=_seconds_range, default="20,60", metavar="MIN,MAX",
+                 help="duration range of a long video in seconds")
   args = p.parse_args(argv)
   console.setup_logging(args.log_level)
+  if args.num_long_videos > 0:
+    try:  # before any clip is written: a bad range is a usage error, not half a dataset
+      _long_frame_range(*args.long_seconds, args.fps, args.num_frames)
+    except ValueError as e:
+      p.error(str(e))
   paths = make_synthetic_dataset(args.out, args.num_videos, args.size, args.num_frames,
                                  args.fps, args.test_fraction, args.seed)
-  print(f"{args.num_videos} videos in {paths['videos_dir']}; annotations: "
-        + ", ".join(f"{k} {os.path.basename(v)}" for k, v in paths.items() if k != "videos_dir"))
+  summary = (f"{args.num_videos} videos in {paths['videos_dir']}; annotations: "
+             + ", ".join(f"{k} {os.path.basename(v)}" for k, v in paths.items()
+                         if k != "videos_dir"))
+  if args.num_long_videos > 0:
+    long_paths = make_long_videos(args.out, args.num_long_videos, *args.long_seconds,
+                                  size=args.size, fps=args.fps, segment_frames=args.num_frames,
+                                  seed=args.seed)
+    summary += (f"; {args.num_long_videos} long videos in {long_paths['videos_dir']}, "
+                f"annotations: {long_paths['annotations']}")
+  print(summary)
   return 0
 
 
