@@ -28,7 +28,8 @@ CONSOLE_SCRIPTS = [
     "hawk-summary=hawk_jax.train.run_summary:main",
     "hawk-describe=hawk_jax.infer.describe:main",
     "hawk-chat=hawk_jax.infer.chat:main",
-    "hawk-evaluate=hawk_jax.eval.cli:main",
+    "hawk-evaluate=hawk_jax.evaluate:main",
+    "hawk-timeline=hawk_jax.timeline.cli:main",
     "hawk-convert=hawk_jax.convert.cli:main",
     "hawk-plan=hawk_jax.plan.cli:main",
     "hawk-params=hawk_jax.plan.param_summary:main",
@@ -68,6 +69,8 @@ setup(
         "safetensors>=0.4",
         "tqdm",
         "tensorboardX>=2.6",
+        # timeline.png (python -m hawk_jax.timeline)
+        "matplotlib>=3.8",
     ],
     extras_require={
         "torch": TORCH,
@@ -81,6 +84,8 @@ setup(
         "tpu": ["jax[tpu]>=0.10.2,<0.11"] + LIBTPU + GCS,
         "test": TORCH + GCS + LIBTPU + BEAM + DEMO + ["selenium==4.32.0",
             "pytest>=8", "nltk>=3.9", "pycocoevalcap>=1.2", "av>=12", "scikit-video>=1.1.11",
-            "gcp-storage-emulator>=2026.7.19", "openai>=3.63,<4", "ruff>=0.6"],
+            "gcp-storage-emulator>=2026.7.19", "openai>=3.63,<4", "ruff>=0.6",
+            # the localization metric's reference in tests/eval/test_localization.py
+            "scikit-learn>=1.5"],
     },
 )

@@ -25,7 +25,8 @@ LAYERS = (
     ("infer", ("hawk_jax.infer",)),
     ("convert", ("hawk_jax.convert",)),
     ("plan", ("hawk_jax.plan",)),
-    ("eval", ("hawk_jax.eval",)),
+    ("eval", ("hawk_jax.eval", "hawk_jax.evaluate")),
+    ("timeline", ("hawk_jax.timeline",)),
     ("bench", ("hawk_jax.bench",)),
     ("demo", ("hawk_jax.demo",)),
 )

@@ -193,6 +193,11 @@ def _encode_video(model: Hawk, params, frames, motion):
   return model.apply({"params": params}, frames, motion, method=Hawk.encode_video)["visual"]
 
 
+@jax.jit
+def _log_softmax(logits):
+  return jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+
+
 @functools.partial(jax.jit, static_argnames=("model",))
 def _prompt_embeddings(model: Hawk, params, input_ids, visual_mask, visual):
   return model.apply({"params": params}, input_ids, visual_mask, visual,
@@ -416,6 +421,29 @@ class Engine:
     answers = self.generate_arrays(visual, arrays["input_ids"], arrays["attention_mask"],
                                    arrays["visual_mask"], options)
     return answers[:n]
+
+  def next_token_logprobs(self, visual, batch: Sequence[prompts.Prompt], *,
+                          rows: int | None = None) -> np.ndarray:
+    """log P(next token | prompt) [n, V] float32 for each prompt of `batch` (row i of
+    `visual` with prompt i): one prefill, no decoding. For reading a model's answer
+    distribution directly, e.g. P(yes) vs P(no) (hawk_jax/timeline/scoring.py). `rows` pads
+    the batch as in `generate`, so batches of one run share one compilation."""
+    n = len(batch)
+    if visual.shape[0] != n:
+      raise ValueError(f"{visual.shape[0]} rows of visual tokens for {n} prompts")
+    rows = self.layout.global_rows(n) if rows is None else rows
+    arrays = self.pad_prompts(batch, rows)
+    with self.layout.activate():
+      visual = self._put(visual, None, None)
+      if rows > n:
+        visual = jnp.concatenate([visual, jnp.repeat(visual[-1:], rows - n, axis=0)])
+    emb = self.embed(visual, arrays["input_ids"], arrays["visual_mask"])
+    with self.layout.activate():
+      mask = self._put(arrays["attention_mask"], np.int32, None)
+      logits, _ = generate_lib.prefill(self.llm, self.llm_params, emb, mask,
+                                       max_len=int(emb.shape[1]))
+      logprobs = self.layout.gather(_log_softmax(logits))
+    return logprobs[:n]
 
   def stream(self, visual, prompt: prompts.Prompt, options: GenerationOptions) -> Iterator[str]:
     """Text deltas of one answer as its tokens are decoded (beam search: all at the end, since
