@@ -301,8 +301,10 @@ def make_synthetic_dataset(out_dir: str, num_videos: int = 24, size: int = 96,
                            seed: int = 0) -> dict[str, str]:
   """Writes the clips and the annotation files; returns their paths (see module docstring).
 
-  Events cycle through EVENTS so every kind appears once num_videos >= 5; the test split is
-  every round(1/test_fraction)-th clip, so it holds every event too when large enough.
+  Events cycle through EVENTS so every kind appears once num_videos >= 5. The test split takes
+  one clip in every k = round(1/test_fraction), on a diagonal (clip i when i % k == (i // k) %
+  k): every k-th clip alone would, for k = len(EVENTS) = 5 (the default 0.2), be the same event
+  every time (a test split of `run` clips only), while the diagonal visits every event.
   """
   if num_videos < 1:
     raise ValueError(f"num_videos must be >= 1, got {num_videos}")
@@ -326,7 +328,7 @@ def make_synthetic_dataset(out_dir: str, num_videos: int = 24, size: int = 96,
       write_mp4(os.path.join(videos_dir, rel), frames, fps)
     desc, caption, qa = _text(event, a, b, direction, _pick(rng, PLACES), rng)
     entry = {"video": rel, "description": desc, "QA": qa}
-    (test if every and i % every == every - 1 else train).append(entry)
+    (test if every and i % every == (i // every) % every else train).append(entry)
     captions.append({"videoid": videoid, "page_dir": "synthetic", "name": caption})
   paths = {
       "videos_dir": videos_dir,
