@@ -77,7 +77,11 @@ def base_config(stage: int, arg: str | None) -> ml_collections.ConfigDict:
   c.data.motion = "flow_mask" if variant == "released" else "flow_soft"
   c.data.shared_crop = variant != "released"
   c.data.augment = True                 # RandomResizedCrop in training (off with frame tokens)
-  c.data.max_len = 128 if tiny else 512
+  # tiny: 256, not 128 -- the tiny tokenizer spells the timestamps digit by digit, so with the
+  # 16 visual tokens a first question as long as the yes/no anomaly question ends near token
+  # 128, and a 128 cut dropped its answer from every stage-2 example (and from the LLM's
+  # language pretraining).
+  c.data.max_len = 256 if tiny else 512
   c.data.max_text_tokens = 32           # stage 1 caption tokens (released max_txt_len)
   c.data.ml_max_len = 64 if tiny else 96
   c.data.worker_count = 0 if tiny else 8
