@@ -15,7 +15,7 @@ def _scripts():
 
 EXPECTED = {"hawk-extract", "hawk-train", "hawk-describe", "hawk-chat", "hawk-evaluate",
             "hawk-convert", "hawk-plan", "hawk-demo", "hawk-show", "hawk-synthetic",
-            "hawk-tokenizer"}
+            "hawk-tokenizer", "hawk-timeline"}
 
 
 def test_the_console_scripts_are_installed():

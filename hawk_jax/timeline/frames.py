@@ -141,6 +141,7 @@ class GrowingFileSource:
           first_seen.setdefault(i, time.monotonic())
           if held is not None:
             yield held
+            first_seen.pop(held[0], None)
             consumed += 1
             skipped += 1
           bgr = None

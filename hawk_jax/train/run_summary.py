@@ -59,6 +59,21 @@ def summarize(workdir: str) -> str:
       paths = ", ".join(os.path.join(workdir, "stage3", c) for c in charts)
       lines.append(f"          charts: {paths}")
     lines.append(f"          predictions: {os.path.join(workdir, 'stage3', 'predictions.jsonl')}")
+  loc = _read_json(os.path.join(workdir, "timeline", "localization.json"))
+  if loc is None:
+    lines.append("  timeline: not run")
+  else:
+    def num(x):
+      return "nan" if x is None else f"{x:.4f}"
+    lines.append(f"  timeline: {loc['videos']} long videos ({loc['abnormal_videos']} with "
+                 f"anomalies), frame-level ROC-AUC {num(loc['auc'])}, AP {num(loc['ap'])}, "
+                 f"abnormal-only AUC {num(loc['auc_abnormal'])} (chance: AUC 0.5)")
+    folder = os.path.join(workdir, "timeline")
+    pngs = sorted(os.path.join(folder, d, "timeline.png") for d in os.listdir(folder)
+                  if os.path.isfile(os.path.join(folder, d, "timeline.png")))
+    if pngs:
+      lines.append(f"          pictures: {', '.join(pngs)}")
+    lines.append(f"          timelines: {os.path.join(folder, 'timelines.jsonl')}")
   pictures = os.path.join(workdir, "pictures")
   if os.path.isdir(pictures):
     for name in sorted(os.listdir(pictures)):
