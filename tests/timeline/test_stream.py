@@ -71,7 +71,8 @@ def test_stream_scores_a_file_while_it_is_written(workdir, tmp_path, capsys):
   writer.start()
   started.wait(10)
   code = cli.main(["--checkpoint", workdir, "--stream", path, "--window_s", "1",
-                   "--stride_s", "0.5", "--idle_s", "1.5"])
+                   "--stride_s", "0.5", "--idle_s", "1.5", "--describe",
+                   "--describe_threshold", "0", "--max_new_tokens", "2"])
   writer.join()
   out, err = capsys.readouterr()
   assert code == 0, err
@@ -82,6 +83,7 @@ def test_stream_scores_a_file_while_it_is_written(workdir, tmp_path, capsys):
     assert x["end_s"] - x["start_s"] == pytest.approx(1.0)
     assert 0.0 <= x["score"] <= 1.0
     assert x["latency_s"] >= 0.0 and x["behind_s"] >= 0.0
+    assert isinstance(x["description"], str)  # --describe, every window above 0
   last = err.strip().splitlines()[-1]
   assert last.startswith("stream: 5 windows") and "latency median" in last
   assert "kept up with real time" in last or "FELL BEHIND" in last
@@ -103,3 +105,18 @@ def test_stream_summary_says_when_scoring_falls_behind():
   assert "FELL BEHIND real time by 15.0 s" in summary_line(s, 1.0)
   assert "0.40x real time" in summary_line(s, 1.0)
   assert "kept up" in summary_line(dict(s, final_behind_s=0.4), 1.0)
+
+
+def test_capture_source_reads_a_live_capture_until_it_goes_quiet(tmp_path):
+  """An OpenCV capture (here of a finished file; an RTSP URL or a camera index alike): every
+  frame once, in order, then the end after idle_s without a frame."""
+  path = str(tmp_path / "cam.ts")
+  _write_growing(path, 0.0, threading.Event())
+  source = frames_lib.CaptureSource(path, idle_s=0.3)
+  t0 = time.monotonic()
+  seen = [i for i, bgr, _ in source.frames(lambda i: True) if bgr is not None]
+  source.close()
+  assert seen == list(range(NUM)) and source.fps == FPS
+  assert time.monotonic() - t0 >= 0.3
+  with pytest.raises(Exception, match="cannot open"):
+    frames_lib.CaptureSource(str(tmp_path / "no_such_camera.ts"))
