@@ -56,7 +56,7 @@ from hawk_jax.models.llama import init_params
 from hawk_jax.models.llama_decoding import for_decoding
 from hawk_jax.text.tokenizer import load_tokenizer
 
-SECTIONS = ("train", "generate", "loader")
+SECTIONS = ("train", "generate", "loader", "cache")
 DTYPES = ("float32", "bfloat16")
 LOSS_CFG = {"w_vl": 1.0, "w_ml": 0.1, "w_mv": 0.1, "ml_source": "motion_text"}
 
@@ -159,11 +159,21 @@ class TorchTrainStep:
   nothing for the towers, whose inputs need no gradient), the trainable video Q-Formers in train
   mode (dropout 0.1), AdamW (0.9, 0.999) with weight decay 0.05 on matrices only, the same loss
   as `hawk_jax.losses.total_loss`. bfloat16: `torch.autocast("cpu", torch.bfloat16)` with the
-  frozen towers stored in bf16 (as the JAX side stores them)."""
+  frozen towers stored in bf16 (as the JAX side stores them).
 
-  def __init__(self, model, config, dtype: str, lr: float = 1e-5, frozen_bf16: bool = True):
+  `same_work`: the LM head runs only on the supervised positions (a gather of the final hidden
+  states, indices computed with the batch), so the step does no more work than the JAX step,
+  which skips the head on 32-position chunks without a target; otherwise `LlamaForCausalLM`
+  computes every position's logits, as released HAWK does. `compile_mode`: the loss (model,
+  both LLM passes, the three terms) under `torch.compile` with that mode ("default" for
+  torch.compile's default), its backward compiled by AOTAutograd; None runs eagerly.
+  Several steps may share one model: each holds its own optimizer."""
+
+  def __init__(self, model, config, dtype: str, lr: float = 1e-5, frozen_bf16: bool = True,
+               same_work: bool = False, compile_mode: str | None = None):
     import torch
     self.model, self.config, self.dtype = model, config, dtype
+    self.same_work, self.compile_mode = same_work, compile_mode
     prefixes = _trainable_torch_names(config)
     trainable = []
     for name, p in model.named_parameters():
@@ -183,52 +193,131 @@ class TorchTrainStep:
         [{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
         lr=lr, betas=(0.9, 0.999))
     self.num_trainable = sum(p.numel() for p in trainable)
+    self._loss = self.loss
+    if compile_mode:
+      self._loss = torch.compile(self.loss,
+                                 mode=None if compile_mode == "default" else compile_mode)
+
+  def _lm_loss(self, emb, attention_mask, labels, supervised):
+    """Mean next-token cross-entropy over the supervised targets of one LLM pass."""
+    import torch.nn.functional as F
+    llama = self.model.llama_model
+    position_ids = self.model.positions(attention_mask)
+    if not self.same_work:
+      logits = llama(inputs_embeds=emb, attention_mask=attention_mask,
+                     position_ids=position_ids).logits
+      return F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]),
+                             labels[:, 1:].reshape(-1), ignore_index=IGNORE)
+    hidden = llama.model(inputs_embeds=emb, attention_mask=attention_mask,
+                         position_ids=position_ids).last_hidden_state
+    hidden = hidden[:, :-1].reshape(-1, hidden.shape[-1]).index_select(0, supervised)
+    targets = labels[:, 1:].reshape(-1).index_select(0, supervised)
+    return F.cross_entropy(llama.lm_head(hidden).float(), targets)
 
   def loss(self, batch):
     import torch
-    import torch.nn.functional as F
     m = self.model
-    out = m(batch["frames"], batch["motion"], batch["input_ids"], batch["attention_mask"],
-            batch["visual_mask"])
-    nv = out["visual"].shape[1] // 2
-    ml_emb = m.prompt_embeddings(batch["ml_input_ids"], batch["ml_visual_mask"],
-                                 out["visual"][:, nv:])
-    mask = batch["ml_attention_mask"]
-    pos = torch.where(mask.bool(), torch.cumsum(mask, -1) - 1, torch.zeros_like(mask))
-    ml_logits = m.llama_model(inputs_embeds=ml_emb, attention_mask=mask,
-                              position_ids=pos).logits
-
-    def lm(logits, labels):
-      return F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]),
-                             labels[:, 1:].reshape(-1), ignore_index=-100)
-    a = out["tight_appearance"].float().reshape(-1)
-    b = out["tight_motion"].float().reshape(-1)
+    visual, tight_app, tight_mot = m.encode(batch["frames"], batch["motion"])
+    emb = m.prompt_embeddings(batch["input_ids"], batch["visual_mask"], visual)
+    nv = visual.shape[1] // 2
+    ml_emb = m.prompt_embeddings(batch["ml_input_ids"], batch["ml_visual_mask"], visual[:, nv:])
+    l_vl = self._lm_loss(emb, batch["attention_mask"], batch["labels"], batch["supervised"])
+    l_ml = self._lm_loss(ml_emb, batch["ml_attention_mask"], batch["ml_labels"],
+                         batch["ml_supervised"])
+    a = tight_app.float().reshape(-1)
+    b = tight_mot.float().reshape(-1)
     l_mv = 1 - torch.dot(a, b) / (a.norm().clamp_min(1e-8) * b.norm().clamp_min(1e-8))
-    return (LOSS_CFG["w_vl"] * lm(out["logits"], batch["labels"])
-            + LOSS_CFG["w_ml"] * lm(ml_logits, batch["ml_labels"]) + LOSS_CFG["w_mv"] * l_mv)
+    return LOSS_CFG["w_vl"] * l_vl + LOSS_CFG["w_ml"] * l_ml + LOSS_CFG["w_mv"] * l_mv
+
+  def _autocast(self):
+    import torch
+    return (torch.autocast("cpu", dtype=torch.bfloat16) if self.dtype == "bfloat16"
+            else contextlib.nullcontext())
 
   def __call__(self, batch) -> float:
-    import torch
-    ctx = (torch.autocast("cpu", dtype=torch.bfloat16) if self.dtype == "bfloat16"
-           else contextlib.nullcontext())
-    with ctx:
-      loss = self.loss(batch)
+    with self._autocast():
+      loss = self._loss(batch)
     self.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     self.optimizer.step()
     return loss.item()
 
+  def eval_loss(self, batch) -> float:
+    """The loss on the current weights, eagerly, without a gradient or an update."""
+    import torch
+    with torch.no_grad(), self._autocast():
+      return float(self.loss(batch))
+
+  def matmul_flops(self, batch) -> float:
+    """FLOPs of one eager step's products (forward and backward), counted by PyTorch's
+    FlopCounterMode (no update is made: the gradients are dropped)."""
+    counter = torch_flop_counter()
+    with counter:
+      with self._autocast():
+        loss = self.loss(batch)
+      loss.backward()
+    self.optimizer.zero_grad(set_to_none=True)
+    return float(counter.get_total_flops())
+
+
+def torch_flop_counter():
+  """PyTorch's FlopCounterMode, also counting CPU's fused attention: torch 2.13 has formulas
+  for the CUDA forms of scaled_dot_product_attention only, so on CPU every attention product
+  (`_scaled_dot_product_flash_attention_for_cpu` and its backward) counted 0 FLOPs. The
+  same formulas serve the CPU forms (their leading arguments are the same tensors)."""
+  import torch
+  from torch.utils import flop_counter
+  aten = torch.ops.aten
+  mapping = {}
+  if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu"):
+    # Given shapes (FlopCounterMode passes shapes to a custom formula), like its CUDA ones.
+    def forward(q, k, v, *args, out_shape=None, **kwargs):
+      return flop_counter.sdpa_flop_count(q, k, v)
+
+    def backward(grad_out, q, k, v, *args, out_shape=None, **kwargs):
+      return flop_counter.sdpa_backward_flop_count(grad_out, q, k, v)
+    mapping = {aten._scaled_dot_product_flash_attention_for_cpu: forward,
+               aten._scaled_dot_product_flash_attention_for_cpu_backward: backward}
+  return flop_counter.FlopCounterMode(display=False, custom_mapping=mapping)
+
 
 def _torch_batch(batch_np: dict) -> dict:
+  """The batch as tensors, with the flat indices of each LLM pass's supervised targets
+  (positions 1.. of `labels`), computed with the batch as a data loader would."""
   import torch
-  return {k: torch.from_numpy(np.asarray(v, np.int64) if v.dtype.kind == "i" else
-                              np.ascontiguousarray(v)) for k, v in batch_np.items()}
+  out = {k: torch.from_numpy(np.asarray(v, np.int64) if v.dtype.kind == "i" else
+                             np.ascontiguousarray(v)) for k, v in batch_np.items()}
+  for key, labels in (("supervised", "labels"), ("ml_supervised", "ml_labels")):
+    out[key] = torch.from_numpy(np.flatnonzero(batch_np[labels][:, 1:] != IGNORE))
+  return out
 
 
-def train_case(size: str, dtype: str, repeats: int, calls: int, variant: str = "paper") -> dict:
-  """JAX and PyTorch train steps of one size and dtype, timed in turns."""
+COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
+
+
+@dataclasses.dataclass(frozen=True)
+class TorchSide:
+  """One PyTorch contestant of the train table."""
+  name: str
+  same_work: bool
+  compile_mode: str | None = None
+
+
+def torch_sides(compile_modes: Sequence[str]) -> list[TorchSide]:
+  """Eager with every position's logits (what released HAWK runs), eager doing the JAX step's
+  work (logits on supervised positions only: the algorithmic saving, shown apart), and that
+  same work under `torch.compile` in each mode (the execution-speed peers)."""
+  return ([TorchSide("torch eager", False), TorchSide("torch eager, same work", True)]
+          + [TorchSide(f"torch.compile {m}, same work", True, m) for m in compile_modes])
+
+
+def train_case(size: str, dtype: str, repeats: int, calls: int, variant: str = "paper",
+               compile_modes: Sequence[str] = COMPILE_MODES) -> dict:
+  """The JAX train step and its PyTorch peers (`torch_sides`) at one size and dtype, timed in
+  turns with the matmul peak. Every side is rated by the products it executes, counted on its
+  own program: JAX on the traced step (less the LM-head chunks it skips at run time), PyTorch
+  by FlopCounterMode on an eager step (compiling does not change the products)."""
   import jax
-  import torch
 
   from hawk_jax.convert.torch_hawk import from_params
   shapes = SHAPES[size]
@@ -241,15 +330,17 @@ def train_case(size: str, dtype: str, repeats: int, calls: int, variant: str = "
   with jax.set_mesh(mesh):
     traced = jitted.trace(state, frozen, batch)
     compiled = traced.lower().compile()
-  compile_s = time.perf_counter() - t0
-  counted = flops_lib.count_traced(traced).total
+  jax_compile_s = time.perf_counter() - t0
+  counted = flops_lib.count_traced(traced)
   # A conditional is counted at its costlier branch: every LM-head chunk counts, also the ones
-  # the step skips at run time (no supervised target). Rate both sides by what JAX executes.
-  flops = counted - skipped_lm_head_flops(config, batch_np)
+  # the step skips at run time (no supervised target). Rate JAX by what it executes.
+  jax_flops = counted.matmul - skipped_lm_head_flops(config, batch_np)
 
   model = from_params(params, config)
   del params
-  torch_step = TorchTrainStep(model, config, dtype)
+  sides = torch_sides(compile_modes)
+  steps = {s.name: TorchTrainStep(model, config, dtype, same_work=s.same_work,
+                                  compile_mode=s.compile_mode) for s in sides}
   torch_batch = _torch_batch(batch_np)
   holder = {"state": state}
 
@@ -258,28 +349,63 @@ def train_case(size: str, dtype: str, repeats: int, calls: int, variant: str = "
     jax.block_until_ready(metrics)
     holder["loss"] = float(metrics["loss"])
 
-  def pt_step():
-    holder["torch_loss"] = torch_step(torch_batch)
-
   # First losses, before any update: the same weights and batch give the same loss (up to
-  # dropout masks and precision).
+  # dropout masks and precision), with all logits or the supervised ones only.
+  eager, same = steps["torch eager"], steps["torch eager, same work"]
+  first = {"jax": None, "torch": eager.eval_loss(torch_batch),
+           "torch_same_work": same.eval_loss(torch_batch)}
+  torch_flops = {True: same.matmul_flops(torch_batch), False: eager.matmul_flops(torch_batch)}
   jax_step()
-  pt_step()
-  first = (holder["loss"], holder["torch_loss"])
+  first["jax"] = holder["loss"]
+  # The first call of each compiled side compiles it (Dynamo + Inductor): timed apart.
+  first_call_s = {"jax": jax_compile_s}
+  fns = {"jax": jax_step}
+  errors = {}
+  for side in sides:
+    fn = (lambda st: (lambda: st(torch_batch)))(steps[side.name])
+    t0 = time.perf_counter()
+    try:
+      fn()
+    except Exception as e:  # noqa: BLE001 -- a mode that does not compile here is reported
+      errors[side.name] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+      continue
+    first_call_s[side.name] = time.perf_counter() - t0
+    fns[side.name] = fn
   peak, peak_flops = peak_matmul(dtype)
+  fns["peak"] = peak
   # The matmul peak is timed in the same turns as the steps, under the same load.
-  t = median_times({"jax": jax_step, "torch": pt_step, "peak": peak}, repeats, calls)
+  t = median_times(fns, repeats, calls)
   b = shapes.batch
+  peak_rate = peak_flops / t["peak"]
+  rows = [{"side": "jax", "step_s": t["jax"], "samples_per_s": b / t["jax"],
+           "flops": jax_flops, "flops_per_s": jax_flops / t["jax"],
+           "share_of_peak": jax_flops / t["jax"] / peak_rate, "compile_s": jax_compile_s,
+           "jax_speedup": 1.0}]
+  for side in sides:
+    if side.name in errors:
+      rows.append({"side": side.name, "error": errors[side.name]})
+      continue
+    f, dt = torch_flops[side.same_work], t[side.name]
+    rows.append({"side": side.name, "step_s": dt, "samples_per_s": b / dt, "flops": f,
+                 "flops_per_s": f / dt, "share_of_peak": f / dt / peak_rate,
+                 "compile_s": (first_call_s[side.name] - dt) if side.compile_mode else None,
+                 "jax_speedup": dt / t["jax"]})
+  eager_row = rows[1]
   return {"size": size, "dtype": dtype, "batch": b, "frames": shapes.frames,
-          "tokens": int(batch_np["input_ids"].shape[1]), "step_flops": flops,
-          "step_flops_counted": counted,
-          "jax_step_s": t["jax"], "torch_step_s": t["torch"],
-          "jax_samples_per_s": b / t["jax"], "torch_samples_per_s": b / t["torch"],
-          "speedup": t["torch"] / t["jax"], "jax_flops_per_s": flops / t["jax"],
-          "torch_flops_per_s": flops / t["torch"], "peak_flops_per_s": peak_flops / t["peak"],
-          "jax_compile_s": compile_s,
-          "first_loss_jax": first[0], "first_loss_torch": first[1],
-          "torch_threads": torch.get_num_threads(), "load": load_average()}
+          "tokens": int(batch_np["input_ids"].shape[1]), "sides": rows,
+          "jax_flops_counted": counted.matmul, "jax_flops_counted_all_ops": counted.total,
+          "peak_flops_per_s": peak_rate,
+          # The table of earlier versions, kept for readers of their JSON.
+          "jax_samples_per_s": b / t["jax"], "torch_samples_per_s": eager_row["samples_per_s"],
+          "speedup": eager_row["jax_speedup"],
+          "first_loss_jax": first["jax"], "first_loss_torch": first["torch"],
+          "first_loss_torch_same_work": first["torch_same_work"],
+          "torch_threads": torch_threads(), "load": load_average()}
+
+
+def torch_threads() -> int:
+  import torch
+  return torch.get_num_threads()
 
 
 def skipped_lm_head_flops(config, batch_np, chunk: int = 32) -> float:
@@ -312,17 +438,21 @@ def decode_weight_bytes(params) -> int:
   return total
 
 
-def generate_case(size: str, batches: Sequence[int], repeats: int, sum_mib: int = 512
-                  ) -> list[dict]:
+def generate_case(size: str, batches: Sequence[int], repeats: int, sum_mib: int = 512,
+                  compile_mode: str | None = "default") -> list[dict]:
   """Greedy generation of the size's LLaMA (random weights, float32), JAX `hawk_jax.infer.generate`
   (through `for_decoding`'s twin) against `transformers` `generate` holding the same weights,
-  per batch size. Tokens/s count every row; "decode" leaves out the prefill and first token
-  (the difference of a 1-token and an n-token call), the rate the streaming limit bounds."""
+  per batch size: with its default (dynamic) cache, and with a `StaticCache` and its decoding
+  forward under `torch.compile` (`compile_mode`; None leaves that side out), the form
+  transformers documents for fast decoding. Tokens/s count every row; "decode" leaves out the
+  prefill and first token (the difference of a 1-token and an n-token call, both sized for n
+  tokens), the rate the streaming limit bounds."""
   import jax
   import jax.numpy as jnp
   import torch
   from transformers import LlamaConfig as HFLlamaConfig
-  from transformers import LlamaForCausalLM
+  from transformers import LlamaForCausalLM, StaticCache
+  from transformers.generation.configuration_utils import CompileConfig
   shapes = SHAPES[size]
   cfg = dataclasses.replace(model_for(size, "paper").llm, dtype="float32",
                             param_dtype="float32", scan_layers=False, remat_policy="none")
@@ -339,43 +469,81 @@ def generate_case(size: str, batches: Sequence[int], repeats: int, sum_mib: int 
   big = jnp.ones((sum_mib * 2**20 // 4,), jnp.float32)
   big_t = torch.ones(sum_mib * 2**20 // 4, dtype=torch.float32)
   sum_jax = jax.jit(jnp.sum)
+  compile_config = None
+  if compile_mode:
+    compile_config = CompileConfig(fullgraph=True,
+                                   mode=None if compile_mode == "default" else compile_mode)
+    # generate() compiles its decoding forward on accelerators only unless told otherwise.
+    compile_config._compile_all_devices = True
   rows = []
   for b in batches:
     ids = np.random.default_rng(b).integers(3, cfg.vocab_size, (b, p)).astype(np.int32)
     ids_j, ids_t = jnp.asarray(ids), torch.from_numpy(ids.astype(np.int64))
     mask_t = torch.ones_like(ids_t)
     out = {}
+    # One static cache of p + n positions for both call lengths: one compiled shape.
+    static = (StaticCache(config=hf.config, max_cache_len=p + n) if compile_config else None)
 
     def jax_gen(tokens):
       out["jax"] = np.asarray(generate_lib.greedy(model, params, ids_j, tokens))
 
-    def hf_gen(tokens):
+    def hf_gen(tokens, key="hf", **kw):
       with torch.inference_mode():
         seq = hf.generate(ids_t, attention_mask=mask_t, do_sample=False, max_new_tokens=tokens,
-                          min_new_tokens=tokens, pad_token_id=0)
-      out["hf"] = seq[:, p:].numpy()
+                          min_new_tokens=tokens, pad_token_id=0, **kw)
+      out[key] = seq[:, p:].numpy()
 
+    def hf_static(tokens):
+      with torch.inference_mode():  # its tensors were made in inference mode
+        static.reset()
+      hf_gen(tokens, "hf_static", cache=static, compile_config=compile_config)
+
+    fns = {"jax_n": lambda: jax_gen(n), "hf_n": lambda: hf_gen(n),
+           "jax_1": lambda: jax_gen(1), "hf_1": lambda: hf_gen(1)}
+    compile_s, error = None, None
+    if static is not None:
+      t0 = time.perf_counter()
+      try:
+        hf_static(n)  # compiles
+        compile_s = time.perf_counter() - t0
+        fns.update(hf_static_n=lambda: hf_static(n), hf_static_1=lambda: hf_static(1))
+      except Exception as e:  # noqa: BLE001 -- reported in the table
+        error = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
     # The read bandwidth is measured in the same turns, under the same load.
-    t = median_times({"jax_n": lambda: jax_gen(n), "hf_n": lambda: hf_gen(n),
-                      "jax_1": lambda: jax_gen(1), "hf_1": lambda: hf_gen(1),
-                      "sum_jax": lambda: sum_jax(big).block_until_ready(),
-                      "sum_torch": lambda: float(big_t.sum())}, repeats)
+    fns.update(sum_jax=lambda: sum_jax(big).block_until_ready(),
+               sum_torch=lambda: float(big_t.sum()))
+    t = median_times(fns, repeats)
     read_bytes_per_s = big.size * 4 / min(t["sum_jax"], t["sum_torch"])
+    limit = b * read_bytes_per_s / weight_bytes
+
+    def decode_rate(side):
+      return b * (n - 1) / max(t[f"{side}_n"] - t[f"{side}_1"], 1e-9)
+
     jax_gen(n)
     hf_gen(n)
-    agree = float(np.mean(out["jax"] == out["hf"]))
-    limit = b * read_bytes_per_s / weight_bytes
-    jax_decode = b * (n - 1) / max(t["jax_n"] - t["jax_1"], 1e-9)
-    hf_decode = b * (n - 1) / max(t["hf_n"] - t["hf_1"], 1e-9)
-    rows.append({
+    row = {
         "size": size, "batch": b, "prompt": p, "new_tokens": n,
         "jax_tokens_per_s": b * n / t["jax_n"], "hf_tokens_per_s": b * n / t["hf_n"],
-        "jax_decode_tokens_per_s": jax_decode, "hf_decode_tokens_per_s": hf_decode,
-        "speedup": t["hf_n"] / t["jax_n"], "decode_speedup": jax_decode / hf_decode,
+        "jax_decode_tokens_per_s": decode_rate("jax"), "hf_decode_tokens_per_s":
+        decode_rate("hf"), "speedup": t["hf_n"] / t["jax_n"],
+        "decode_speedup": decode_rate("jax") / decode_rate("hf"),
         "weight_bytes": weight_bytes, "read_bytes_per_s": read_bytes_per_s,
         "streaming_limit_tokens_per_s": limit,
-        "jax_share_of_limit": jax_decode / limit, "hf_share_of_limit": hf_decode / limit,
-        "tokens_agree": agree, "load": load_average()})
+        "jax_share_of_limit": decode_rate("jax") / limit,
+        "hf_share_of_limit": decode_rate("hf") / limit,
+        "tokens_agree": float(np.mean(out["jax"] == out["hf"])), "load": load_average()}
+    if "hf_static_n" in t:
+      hf_static(n)
+      row.update(hf_static_compile_mode=compile_mode, hf_static_compile_s=compile_s,
+                 hf_static_tokens_per_s=b * n / t["hf_static_n"],
+                 hf_static_decode_tokens_per_s=decode_rate("hf_static"),
+                 hf_static_share_of_limit=decode_rate("hf_static") / limit,
+                 static_speedup=t["hf_static_n"] / t["jax_n"],
+                 static_decode_speedup=decode_rate("jax") / decode_rate("hf_static"),
+                 static_tokens_agree=float(np.mean(out["jax"] == out["hf_static"])))
+    elif error:
+      row["hf_static_error"] = error
+    rows.append(row)
   return rows
 
 
@@ -406,7 +574,9 @@ def loader_case(size: str, workers: int, samples: int, work_dir: str | None = No
   ds = loaders.make_train_loader(data_dir, examples, load_tokenizer(), batch_size=shapes.batch,
                                  worker_count=workers)
   it = iter(ds)
-  for _ in range(max(2, 2 * workers)):  # workers started, queues full
+  # Workers started, and what they buffered ahead drained (2 workers held 13-16 batches
+  # ready): the timed batches are the ones they produce, not reads of a full queue.
+  for _ in range(8 * max(workers, 1)):
     batch = next(it)
   steps = max(1, samples // shapes.batch)
   t0 = time.perf_counter()
@@ -439,44 +609,59 @@ def format_report(result: dict) -> str:
               ""]
   if result.get("train"):
     lines.append("train step (stage 2: L_VL + 0.1 L_ML + 0.1 L_MV; frozen towers; AdamW on "
-                 "the trainable part)")
-    head = (f"{'size':<6}{'dtype':<9}{'batch':>5}{'frames':>7}{'tokens':>7}{'GFLOP':>8}"
-            f"{'JAX s/s':>9}{'torch s/s':>10}{'JAX/torch':>10}{'JAX GF/s':>9}{'%peak':>6}"
-            f"{'torch GF/s':>11}{'%peak':>6}{'loss J/T':>15}")
-    lines += [head, "-" * len(head)]
+                 "the trainable part; random weights, the same on every side)")
     for r in result["train"]:
-      peak = r["peak_flops_per_s"]
-      share = lambda f: f"{100 * f / peak:5.0f}%"  # noqa: E731
-      lines.append(
-          f"{r['size']:<6}{r['dtype']:<9}{r['batch']:>5}{r['frames']:>7}{r['tokens']:>7}"
-          f"{r['step_flops'] / 1e9:>8.1f}{r['jax_samples_per_s']:>9.2f}"
-          f"{r['torch_samples_per_s']:>10.2f}{r['speedup']:>9.2f}x"
-          f"{r['jax_flops_per_s'] / 1e9:>9.0f}{share(r['jax_flops_per_s'])}"
-          f"{r['torch_flops_per_s'] / 1e9:>11.0f}{share(r['torch_flops_per_s'])}"
-          f"{r['first_loss_jax']:>8.3f}/{r['first_loss_torch']:.3f}")
-    lines.append("%peak: of an n=2048 JAX matmul of the same precision, timed in the same turns "
-                 "(" + ", ".join(f"{r['size']} {r['dtype']} {r['peak_flops_per_s'] / 1e9:.0f}"
-                                 for r in result["train"]) + " GFLOP/s)")
+      lines += [f"{r['size']} {r['dtype']}: batch {r['batch']} x {r['frames']} frames, "
+                f"{r['tokens']} prompt tokens; matmul peak {r['peak_flops_per_s'] / 1e9:.0f} "
+                f"GFLOP/s (n=2048 JAX matmul of this precision, same turns); first loss JAX "
+                f"{r['first_loss_jax']:.3f}, torch {r['first_loss_torch']:.3f} (same work "
+                f"{r['first_loss_torch_same_work']:.3f})"]
+      head = (f"  {'side':<46}{'compile s':>10}{'samples/s':>10}{'JAX faster':>11}"
+              f"{'GFLOP':>8}{'GF/s':>7}{'%peak':>7}")
+      lines += [head, "  " + "-" * (len(head) - 2)]
+      for row in r["sides"]:
+        if "error" in row:
+          lines.append(f"  {row['side']:<46}  did not run: {row['error']}")
+          continue
+        comp = f"{row['compile_s']:.1f}" if row["compile_s"] is not None else "-"
+        lines.append(f"  {row['side']:<46}{comp:>10}{row['samples_per_s']:>10.2f}"
+                     f"{row['jax_speedup']:>10.2f}x{row['flops'] / 1e9:>8.1f}"
+                     f"{row['flops_per_s'] / 1e9:>7.0f}{100 * row['share_of_peak']:>6.0f}%")
+    lines.append("GFLOP: the products each side executes per step (JAX: counted on its traced "
+                 "step, less the LM-head chunks it skips; torch: FlopCounterMode on an eager "
+                 "step); %peak: GF/s against the matmul peak. \"same work\": logits only on "
+                 "supervised positions, as the JAX step; torch eager computes all of them.")
     lines.append("")
   if result.get("generate"):
-    lines.append("greedy generation, float32 (tokens/s over all rows; decode = steps after "
-                 "the first token)")
-    head = (f"{'size':<6}{'batch':>5}{'prompt':>7}{'new':>5}{'JAX tok/s':>10}{'HF tok/s':>10}"
-            f"{'JAX/HF':>8}{'JAX dec':>10}{'HF dec':>10}{'limit':>10}{'JAX %lim':>9}"
-            f"{'HF %lim':>8}{'agree':>7}")
+    lines.append("greedy generation, float32 (tokens/s over all rows; decode = steps after the "
+                 "first token; limit = the weight-streaming bound)")
+    head = (f"{'size':<6}{'batch':>5}{'side':>30}{'compile s':>10}{'tok/s':>9}{'decode':>9}"
+            f"{'%limit':>7}{'JAX faster':>11}{'agree':>7}")
     lines += [head, "-" * len(head)]
     for r in result["generate"]:
-      lines.append(
-          f"{r['size']:<6}{r['batch']:>5}{r['prompt']:>7}{r['new_tokens']:>5}"
-          f"{r['jax_tokens_per_s']:>10.1f}{r['hf_tokens_per_s']:>10.1f}{r['speedup']:>7.2f}x"
-          f"{r['jax_decode_tokens_per_s']:>10.1f}{r['hf_decode_tokens_per_s']:>10.1f}"
-          f"{r['streaming_limit_tokens_per_s']:>10.1f}{100 * r['jax_share_of_limit']:>8.0f}%"
-          f"{100 * r['hf_share_of_limit']:>7.0f}%{100 * r['tokens_agree']:>6.0f}%")
+      sides = [("jax", "JAX (hawk_jax.infer)", None, 1.0, 1.0),
+               ("hf", "HF generate, dynamic cache", None, r["decode_speedup"],
+                r["tokens_agree"])]
+      if "hf_static_tokens_per_s" in r:
+        sides.append(("hf_static", "HF static cache + compile", r["hf_static_compile_s"],
+                      r["static_decode_speedup"], r["static_tokens_agree"]))
+      for key, name, comp, faster, agree in sides:
+        lines.append(
+            f"{r['size']:<6}{r['batch']:>5}{name:>30}"
+            f"{(f'{comp:.1f}' if comp is not None else '-'):>10}"
+            f"{r[f'{key}_tokens_per_s']:>9.1f}{r[f'{key}_decode_tokens_per_s']:>9.1f}"
+            f"{100 * r[f'{key}_share_of_limit']:>6.0f}%{faster:>10.2f}x{100 * agree:>6.0f}%")
+      if "hf_static_error" in r:
+        lines.append(f"{r['size']:<6}{r['batch']:>5}{'HF static cache + compile':>30}  did not "
+                     f"run: {r['hf_static_error']}")
     for r in result["generate"]:
-      lines.append(f"  batch {r['batch']} ({r['size']}): limit = batch x "
+      lines.append(f"  batch {r['batch']} ({r['size']}): limit "
+                   f"{r['streaming_limit_tokens_per_s']:.1f} tok/s = batch x "
                    f"{r['read_bytes_per_s'] / 1e9:.1f} GB/s read (best of a 512 MiB sum in JAX "
                    f"and torch, timed in the same turns) / {r['weight_bytes'] / 1e6:.0f} MB of "
                    f"weights per step")
+    lines.append("JAX faster: JAX's decode rate over the side's; agree: share of tokens equal "
+                 "to JAX's.")
     lines.append("")
   if result.get("loader"):
     lines.append("stage-2 loader (ArrayRecord, Grain workers) against the train step's appetite")
@@ -490,30 +675,37 @@ def format_report(result: dict) -> str:
                      f"{r['image_size']:>5}{r['samples_per_s']:>11.2f}{train:>10.2f}"
                      f"{(t['dtype'] if t else '-'):>9}{r['samples_per_s'] / train:>12.1f}x")
     lines.append("")
+  if result.get("tower_cache"):
+    from hawk_jax.bench import tower_cache
+    lines.append(tower_cache.format_table(result["tower_cache"]))
+    lines.append("")
   return "\n".join(lines)
 
 
 def run(sections: Sequence[str], sizes: Sequence[str], dtypes: Sequence[str], repeats: int,
-        calls: int, batches: Sequence[int], workers: int, loader_samples: int) -> dict:
+        calls: int, batches: Sequence[int], workers: int, loader_samples: int,
+        compile_modes: Sequence[str] = COMPILE_MODES) -> dict:
   import jax
   import torch
   result = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
             "host": platform.node() or "?", "cpus": os.cpu_count(), "jax": jax.__version__,
             "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "load_start": load_average(), "sections": list(sections), "sizes": list(sizes)}
+            "load_start": load_average(), "sections": list(sections), "sizes": list(sizes),
+            "torch_compile": list(compile_modes)}
   result["machine"] = machine_ceilings()
   print(f"[machine] {json.dumps(result['machine'])}", file=sys.stderr, flush=True)
   if "train" in sections:
     result["train"] = []
     for size in sizes:
       for dtype in dtypes:
-        r = train_case(size, dtype, repeats, calls)
+        r = train_case(size, dtype, repeats, calls, compile_modes=compile_modes)
         print(f"[train] {json.dumps(r)}", file=sys.stderr, flush=True)
         result["train"].append(r)
   if "generate" in sections:
     result["generate"] = []
     for size in sizes:
-      rows = generate_case(size, batches, repeats)
+      rows = generate_case(size, batches, repeats,
+                           compile_mode=compile_modes[0] if compile_modes else None)
       for r in rows:
         print(f"[generate] {json.dumps(r)}", file=sys.stderr, flush=True)
       result["generate"] += rows
@@ -523,6 +715,13 @@ def run(sections: Sequence[str], sizes: Sequence[str], dtypes: Sequence[str], re
       r = loader_case(size, workers, loader_samples)
       print(f"[loader] {json.dumps(r)}", file=sys.stderr, flush=True)
       result["loader"].append(r)
+  if "cache" in sections:
+    from hawk_jax.bench import tower_cache
+    result["tower_cache"] = []
+    for size in sizes:
+      r = tower_cache.tower_cache_case(size, workers, repeats, steps=4)
+      print(f"[tower_cache] {json.dumps(r)}", file=sys.stderr, flush=True)
+      result["tower_cache"].append(r)
   result["load_end"] = load_average()
   return result
 
@@ -537,7 +736,8 @@ def _csv(text: str, allowed: Sequence[str] | None, what: str) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
   p = console.parser("python -m hawk_jax.bench", __doc__)
-  p.add_argument("--only", default=",".join(SECTIONS), help="sections: train,generate,loader")
+  p.add_argument("--only", default=",".join(SECTIONS),
+                 help="sections: train,generate,loader,cache")
   p.add_argument("--sizes", default="tiny,small", help=f"model sizes: {','.join(SHAPES)}")
   p.add_argument("--dtypes", default=",".join(DTYPES), help="train-step precisions")
   p.add_argument("--repeats", type=int, default=5, help="interleaved repeats (median)")
@@ -545,6 +745,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   p.add_argument("--batches", default="1,8", help="generation batch sizes")
   p.add_argument("--workers", type=int, default=2, help="loader worker processes")
   p.add_argument("--loader_samples", type=int, default=64, help="samples timed per loader run")
+  p.add_argument("--torch_compile", default=",".join(COMPILE_MODES),
+                 help="torch.compile modes of the PyTorch peers (train: each; generate: the "
+                      "first), or 'none' for eager PyTorch only")
   p.add_argument("--json", default=None, help="also write the figures here")
   a = p.parse_args(argv)
   console.setup_logging(a.log_level)
@@ -554,10 +757,12 @@ def main(argv: Sequence[str] | None = None) -> int:
   sizes = _csv(a.sizes, tuple(SHAPES), "sizes")
   dtypes = _csv(a.dtypes, DTYPES, "dtypes")
   batches = [int(b) for b in _csv(a.batches, None, "batches")]
+  compile_modes = ([] if a.torch_compile.strip() == "none"
+                   else _csv(a.torch_compile, COMPILE_MODES, "torch_compile"))
   if a.repeats < 1 or a.calls < 1:
     raise SystemExit("--repeats and --calls must be >= 1")
   result = run(sections, sizes, dtypes, a.repeats, a.calls, batches, a.workers,
-               a.loader_samples)
+               a.loader_samples, compile_modes)
   print(format_report(result))
   if a.json:
     with open(a.json, "w", encoding="utf-8") as f:

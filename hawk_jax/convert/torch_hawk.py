@@ -198,29 +198,44 @@ class HawkTorch(nn.Module):
 
   def prompt_embeddings(self, input_ids, visual_mask, visual):
     """Token embeddings with visual[b, k] at the k-th marked position of row b (placeholder ids
-    are embedded as 0 first, as released, so they may lie outside the vocabulary)."""
+    are embedded as 0 first, as released, so they may lie outside the vocabulary). The splice
+    is a gather and a select with static shapes, so `torch.compile` traces it in one graph;
+    the count check runs in eager mode only (under compile it would split the graph)."""
     mask = visual_mask.to(torch.bool)
-    counts = mask.sum(dim=1)
-    if bool((counts != visual.shape[1]).any()):
-      raise ValueError(f"visual_mask marks {counts.tolist()} positions per row; the model gives "
-                       f"{visual.shape[1]} visual tokens")
+    if not torch.compiler.is_compiling():
+      counts = mask.sum(dim=1)
+      if bool((counts != visual.shape[1]).any()):
+        raise ValueError(f"visual_mask marks {counts.tolist()} positions per row; the model "
+                         f"gives {visual.shape[1]} visual tokens")
     embed = self.llama_model.get_input_embeddings()
-    emb = embed(torch.where(mask, torch.zeros_like(input_ids), input_ids)).clone()
-    emb[mask] = visual.reshape(-1, visual.shape[-1]).to(emb.dtype)
-    return emb
+    emb = embed(torch.where(mask, torch.zeros_like(input_ids), input_ids))
+    # The k-th marked position of a row takes visual token k: k = (marks so far) - 1.
+    k = (torch.cumsum(mask.to(torch.long), dim=1) - 1).clamp(0, visual.shape[1] - 1)
+    spliced = torch.gather(visual.to(emb.dtype), 1,
+                           k[..., None].expand(-1, -1, visual.shape[-1]))
+    return torch.where(mask[..., None], spliced, emb)
+
+  def encode(self, frames, motion):
+    """uint8 frames and motion [B, T, H, W, 3] -> (visual [B, 2Nv, D] = [appearance; motion]
+    LLM tokens, tight_appearance, tight_motion [B, Nv, tight])."""
+    app, _, tight_app = self.encode_videoQformer_visual(self.pixels(frames))
+    mot, _, tight_mot = self.encode_videoQformer_visual(self.pixels(motion), motion=True)
+    return torch.cat([app, mot], dim=1), tight_app, tight_mot
+
+  @staticmethod
+  def positions(attention_mask):
+    """LLaMA positions: cumsum(attention_mask) - 1 on real tokens, 0 on padding."""
+    m = attention_mask.to(torch.long)
+    return torch.where(m.bool(), torch.cumsum(m, dim=-1) - 1, torch.zeros_like(m))
 
   def forward(self, frames, motion, input_ids, attention_mask, visual_mask):
     """uint8 frames and motion [B, T, H, W, 3], prompt ids/masks [B, L] -> dict of
     inputs_embeds [B, L, D], logits [B, L, V], visual [B, 2Nv, D], tight_appearance and
     tight_motion [B, Nv, tight]."""
-    app, _, tight_app = self.encode_videoQformer_visual(self.pixels(frames))
-    mot, _, tight_mot = self.encode_videoQformer_visual(self.pixels(motion), motion=True)
-    visual = torch.cat([app, mot], dim=1)
+    visual, tight_app, tight_mot = self.encode(frames, motion)
     emb = self.prompt_embeddings(input_ids, visual_mask, visual)
-    m = attention_mask.to(torch.long)
-    positions = torch.where(m.bool(), torch.cumsum(m, dim=-1) - 1, torch.zeros_like(m))
     logits = self.llama_model(inputs_embeds=emb, attention_mask=attention_mask,
-                              position_ids=positions).logits
+                              position_ids=self.positions(attention_mask)).logits
     return {"inputs_embeds": emb, "logits": logits, "visual": visual,
             "tight_appearance": tight_app, "tight_motion": tight_mot}
 

@@ -9,7 +9,7 @@ a multi-axis kernel copy-transposed for its gradient on every step, head-major b
 products upcast to float32, matrix-vector products that stream the weights slowly. Each
 function below keeps the math of the plain form and changes only how XLA is asked for it; the
 tests check each against the plain form and against float32 references. What each one saved
-is measured in BENCHMARKS.md ("The CPU kernels").
+was measured when it was added (its commit message).
 
 On accelerators the same functions lower to ordinary dots (fused attention is chosen apart,
 by `attention_impl`: models/common.py).
