@@ -3,7 +3,8 @@
 - `lm_loss`: causal-LM cross-entropy, HF convention (logits at t predict labels at t+1;
   label -100 is ignored), averaged over the supervised tokens of the whole batch.
 - `lm_loss_chunked`: the same value from the final hidden states, computing the LM head chunk
-  by chunk and skipping (forward and backward) chunks with no supervised target.
+  by chunk over each row's positions in supervised-first order, and skipping (forward and
+  backward) chunks with no supervised target.
 - `consistency_loss`: L_MV = 1 - cos(appearance tight, motion tight) with both flattened over
   the WHOLE batch into one vector each, as the released code does (`.view(1, -1)`), no
   stop-gradient.
@@ -42,13 +43,22 @@ def consistency_loss(tight_a, tight_b, eps: float = 1e-8):
   return 1.0 - cos
 
 
-def lm_loss_chunked(hidden, labels, logits_fn: Callable, chunk: int = 32):
+# Positions per row in one LM-head chunk (of the supervised-first order, `lm_loss_chunked`).
+LM_CHUNK = 32
+
+
+def lm_loss_chunked(hidden, labels, logits_fn: Callable, chunk: int = LM_CHUNK):
   """`lm_loss` from final hidden states [B, L, E]; `logits_fn` maps [B, c, E] to logits.
 
-  The positions are cut into chunks of `chunk` and each chunk's logits are computed under a
-  `lax.cond` on "does any row supervise a target here": prompt, visual and padding positions
-  (most of a stage-2 sequence) skip the LM head -- a [tokens, vocab] product and its backward
-  pass -- entirely. Same value and gradient as `lm_loss(logits_fn(hidden), labels)`.
+  Each row's positions are first put in supervised-first order (a stable sort of the row on
+  "is this target ignored", hidden states gathered alike; the loss is a sum over positions,
+  so it does not change). The reordered positions are cut into chunks of `chunk` and each
+  chunk's logits are computed under a `lax.cond` on "does any row supervise a target here":
+  the LM head -- a [tokens, vocab] product and its backward pass -- runs on
+  ceil(max supervised per row / chunk) chunks of [B, chunk] rows, wherever in its row an
+  answer lies, and prompt, visual and padding positions (most of a stage-2 sequence) are
+  skipped. The sort runs along positions only, so a batch sharded over devices stays where it
+  is. Same value and gradient as `lm_loss(logits_fn(hidden), labels)`.
 
   Gradients flow to `hidden` only: `logits_fn`'s weights (the frozen LM head) get none.
   Differentiated, each computed chunk produces its gradient for `hidden` in the forward pass
@@ -58,6 +68,9 @@ def lm_loss_chunked(hidden, labels, logits_fn: Callable, chunk: int = 32):
   """
   h = hidden[:, :-1]
   targets = labels[:, 1:]
+  order = jnp.argsort((targets == IGNORE).astype(jnp.int32), axis=1, stable=True)
+  h = jnp.take_along_axis(h, order[..., None], axis=1)
+  targets = jnp.take_along_axis(targets, order, axis=1)
   n = targets.shape[1]
   pad = -n % chunk
   if pad:
@@ -123,7 +136,7 @@ _nll_sum.defvjp(_nll_sum_fwd, _nll_sum_bwd)
 
 
 def total_loss(outputs, batch, *, w_vl: float, w_ml: float, w_mv: float, ml_source: str,
-               logits_fn: Callable | None = None, chunk: int = 32):
+               logits_fn: Callable | None = None, chunk: int = LM_CHUNK):
   """outputs from `Hawk.__call__`; returns (total, dict of terms).
 
   With `logits_fn` (the LLM head), outputs hold the final hidden states (`hidden`,

@@ -62,3 +62,31 @@ def test_lm_loss_chunked_equals_lm_loss_in_value_and_gradient():
   np.testing.assert_allclose(np.asarray(g_got), np.asarray(g_want), atol=1e-6)
   none = np.full_like(labels, -100)
   assert float(losses.lm_loss_chunked(hidden, none, fn, chunk=16)[0]) == 0.0
+
+
+def test_lm_loss_chunked_runs_the_head_on_supervised_first_chunks_only():
+  """Answers anywhere in a row (early, scattered, late): each row's positions are taken in
+  supervised-first order, so the head runs on ceil(max supervised per row / chunk) chunks
+  (counted at run time by a callback in the head), and value and gradient equal lm_loss's."""
+  import jax
+  import jax.numpy as jnp
+  rng = np.random.default_rng(4)
+  hidden = jnp.asarray(rng.normal(size=(3, 65, 8)), jnp.float32)
+  head = jnp.asarray(rng.normal(size=(8, 13)), jnp.float32)
+  labels = np.full((3, 65), -100)
+  labels[0, 2:12] = rng.integers(0, 13, 10)           # early: 10 targets (positions 1..10)
+  labels[1, 5::4] = rng.integers(0, 13, 15)           # scattered: 15 targets
+  labels[2, 50:] = rng.integers(0, 13, 15)            # late: 15 targets
+  calls = []
+
+  def fn(h):
+    jax.debug.callback(lambda: calls.append(1))
+    return h @ head
+  want, n = losses.lm_loss(hidden @ head, labels)
+  got, m = jax.jit(lambda h: losses.lm_loss_chunked(h, labels, fn, chunk=16))(hidden)
+  np.testing.assert_allclose(float(got), float(want), rtol=1e-6)
+  assert int(m) == int(n) == 40
+  assert len(calls) == 1  # 15 supervised at most per row: 1 chunk of 16, not 4
+  g_want = jax.grad(lambda h: losses.lm_loss(h @ head, labels)[0])(hidden)
+  g_got = jax.grad(lambda h: losses.lm_loss_chunked(h, labels, fn, chunk=16)[0])(hidden)
+  np.testing.assert_allclose(np.asarray(g_got), np.asarray(g_want), atol=1e-6)

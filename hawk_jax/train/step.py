@@ -43,7 +43,7 @@ def forward_loss(model: Hawk, params, batch, rng, loss_cfg, deterministic: bool 
 
   return losses.total_loss(out, batch, w_vl=loss_cfg["w_vl"], w_ml=loss_cfg["w_ml"],
                            w_mv=loss_cfg["w_mv"], ml_source=loss_cfg["ml_source"],
-                           logits_fn=logits_fn, chunk=loss_cfg.get("lm_chunk", 32))
+                           logits_fn=logits_fn, chunk=loss_cfg.get("lm_chunk", losses.LM_CHUNK))
 
 
 def make_train_step(model: Hawk, tx: optax.GradientTransformation, schedule: Callable,

@@ -111,9 +111,11 @@ def test_decode_weight_bytes_leave_out_the_embedding_table():
 
 def test_skipped_lm_head_flops_are_the_chunks_without_targets():
   """The bench rates both sides by the FLOPs JAX executes: the counted step minus the LM-head
-  chunks `lm_loss_chunked` skips. Here: 3 of the prompt pass's 4 chunks and 1 of the
-  motion-language pass's 2 have no target; each skipped chunk is a [B, 32, E] x [E, V] product
-  and the backward product for its input, counted by hawk_jax.flops on jax.vjp."""
+  chunks `lm_loss_chunked` skips. It takes each row's positions in supervised-first order, so
+  here the prompt pass (127 targets, 27 supervised per row) runs 1 of its 4 chunks and the
+  motion-language pass (64 targets, 32 supervised) 1 of 2, wherever the answers lie; each
+  skipped chunk is a [B, 32, E] x [E, V] product and the backward product for its input,
+  counted by hawk_jax.flops on jax.vjp."""
   import jax
   import jax.numpy as jnp
 
@@ -133,6 +135,11 @@ def test_skipped_lm_head_flops_are_the_chunks_without_targets():
   chunk = flops_lib.count_traced(jax.jit(head_fwd_bwd).trace(
       jax.ShapeDtypeStruct((2, 32, e), jnp.float32), jax.ShapeDtypeStruct((e, v), jnp.float32)))
   assert bench.skipped_lm_head_flops(config, batch_np) == 4 * chunk.matmul
+  # One row's answer moved to positions 41..67: still one chunk (in position order, rows
+  # answering in different chunks would have made the pass run three).
+  moved = batch_np["labels"].copy()
+  moved[0] = np.roll(moved[0], -60)
+  assert bench.skipped_lm_head_flops(config, dict(batch_np, labels=moved)) == 4 * chunk.matmul
   # Every target supervised: nothing skipped.
   full = dict(batch_np, labels=batch_np["input_ids"], ml_labels=batch_np["ml_input_ids"])
   assert bench.skipped_lm_head_flops(config, full) == 0

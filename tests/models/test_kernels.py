@@ -1,7 +1,7 @@
 """models/kernels.py: `einsum_f32` (bf16 operands, float32 accumulation, a bf16 backward pass
-that computes only the gradients something asks for) and the unmasked bf16 attention of the
+that computes only the gradients something asks for), the unmasked bf16 attention of the
 BLIP-2 towers (token-major products in the forward pass, the head-major program under
-differentiation)."""
+differentiation), and the decoding twin's transposed-kernel product in each of its forms."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -107,3 +107,19 @@ def test_gradients_are_the_head_major_ones():
   ref = jax.grad(loss(reference), (0, 1, 2))(q, k, v)
   for g, r in zip(got, ref):
     np.testing.assert_allclose(np.asarray(g, np.float32), np.asarray(r), atol=0.1, rtol=0.05)
+
+
+@pytest.mark.parametrize("rows", [1, 3, K.FEW_ROWS + 1])   # W . x^T twice, then x . W^T
+@pytest.mark.parametrize("n_in", [1, 2])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_matmul_transposed_is_the_product_with_the_kernel_in_every_form(rows, n_in, dtype):
+  rs = np.random.RandomState(1)
+  ins = (4, 6)[:n_in] if n_in == 2 else (24,)
+  x = jnp.asarray(rs.normal(size=(rows, 1, *ins)), jnp.float32)
+  kernel = jnp.asarray(rs.normal(size=(5, 7, *ins)), jnp.float32)   # [*out, *in]
+  got = jax.jit(lambda x, k: K.matmul_transposed(x, k, n_in, dtype))(x, kernel)
+  spec = "rtij,abij->rtab" if n_in == 2 else "rti,abi->rtab"
+  want = np.einsum(spec, np.asarray(x.astype(dtype), np.float64),
+                   np.asarray(kernel.astype(dtype), np.float64))
+  assert got.shape == (rows, 1, 5, 7) and got.dtype == jnp.float32
+  np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-4)
