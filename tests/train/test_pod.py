@@ -48,10 +48,9 @@ HEARTBEAT_S = 10
 # order across devices and processes) moves the update by up to ~1e-6 (seen: 1.3e-6 on 2 of
 # 16384 entries after 4 steps), although losses and gradient norms agree to 1e-8.
 PARAM_ATOL = 1e-5
-# Per launched run. Two processes compiling and stepping on 2 shared cores took up to ~300 s
-# per run on a loaded machine (the fixture's runs together: 222 s to 407 s), so 300 s cut
-# healthy runs off; a hung run still fails, later.
-TIMEOUT_S = 600
+# Per launched run: a healthy one takes 1-2 minutes on 2 cores, one with a loaded machine up to
+# ~4; past this the run is taken to hang, its processes are killed and the test fails.
+TIMEOUT_S = 420
 
 
 def _env(devices: int | None = None) -> dict:
@@ -77,10 +76,33 @@ def _pod(processes: int, devices: int, cmd: list[str]) -> list[str]:
 
 
 def _run(cmd, devices=None) -> subprocess.CompletedProcess:
-  out = subprocess.run(cmd, cwd=ROOT, env=_env(devices), capture_output=True, text=True,
-                       timeout=TIMEOUT_S)
+  proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(devices), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+  try:
+    stdout, stderr = proc.communicate(timeout=TIMEOUT_S)
+  except subprocess.TimeoutExpired as e:
+    stdout, stderr = _kill_run(proc, e.stderr)
+    pytest.fail(f"{cmd} still ran after {TIMEOUT_S} s; killed:\n{stdout[-4000:]}\n"
+                f"{stderr[-4000:]}")
+  out = subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
   assert out.returncode == 0, f"{cmd} failed:\n{out.stdout[-4000:]}\n{out.stderr[-4000:]}"
   return out
+
+
+def _kill_run(proc: subprocess.Popen, stderr_so_far) -> tuple[str, str]:
+  """Kill a run that hangs, its pod's processes included. local_pod.sh starts each in a
+  session of its own and names it on stderr ("local_pod: process 1 pid N"); killing the
+  launcher alone would leave them running (on 2 cores, slowing every later test) and holding
+  the output pipes open. Returns the run's output."""
+  if isinstance(stderr_so_far, bytes):  # what communicate() had read when the time ran out
+    stderr_so_far = stderr_so_far.decode(errors="replace")
+  for pid in re.findall(r"^local_pod: process \d+ pid (\d+)$", stderr_so_far or "", re.M):
+    try:
+      os.killpg(int(pid), signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+      pass
+  proc.kill()
+  return proc.communicate()
 
 
 def _metrics(workdir) -> dict[int, dict]:
@@ -151,6 +173,10 @@ def test_one_log_and_one_result_per_pod(runs):
   # Both processes end with the same result; process 0 alone wrote result.json (it exists once).
   ends = re.findall(rf"^\[(\d)\] stage 1: steps={STEPS} loss (\S+ -> \S+)", out, re.M)
   assert sorted(i for i, _ in ends) == ["0", "1"] and len({v for _, v in ends}) == 1
+  # The test session's compilation cache was passed in, and set aside: with it, process 0 ran
+  # executables of earlier runs while process 1 compiled its own, and a pod hung in a collective
+  # the two ran in different orders (hawk_jax/compile_cache.py).
+  assert re.search(r"^\[0\] .*persistent compilation cache off: 2 CPU processes", out, re.M)
 
 
 def test_each_process_loads_its_own_examples(data):
