@@ -117,26 +117,34 @@ def peak_matmul(dtype: str, n: int = 2048) -> tuple[Callable[[], None], float]:
   return (lambda: product(a, b).block_until_ready()), 2.0 * n ** 3
 
 
-def machine_ceilings(matmul_n: int = 2048, sum_mib: int = 512, repeats: int = 5) -> dict:
-  """Measured matmul peaks (JAX f32, JAX bf16 x bf16 -> f32) and memory read bandwidth, at the
-  start of the run (the train and generate sections re-measure theirs in their own turns)."""
+def read_probes(sum_mib: int = 512) -> tuple[dict, int]:
+  """Timed calls that read `sum_mib` MiB once (a float32 sum in JAX and in PyTorch), for
+  `median_times`, and the bytes each reads: the memory read bandwidth is the bytes over the
+  faster one's time (`read_bandwidth`)."""
   import jax
   import jax.numpy as jnp
   import torch
+  big = jnp.ones((sum_mib * 2**20 // 4,), jnp.float32)
+  big_t = torch.ones(sum_mib * 2**20 // 4, dtype=torch.float32)
+  total = jax.jit(jnp.sum)
+  return ({"sum_jax": lambda: total(big).block_until_ready(),
+           "sum_torch": lambda: float(big_t.sum())}, big.size * 4)
+
+
+def read_bandwidth(times: dict, nbytes: int) -> float:
+  return nbytes / min(times["sum_jax"], times["sum_torch"])
+
+
+def machine_ceilings(matmul_n: int = 2048, sum_mib: int = 512, repeats: int = 5) -> dict:
+  """Measured matmul peaks (JAX f32, JAX bf16 x bf16 -> f32) and memory read bandwidth, at the
+  start of the run (the train and generate sections re-measure theirs in their own turns)."""
   n = matmul_n
   f32, flops = peak_matmul("float32", n)
   bf16, _ = peak_matmul("bfloat16", n)
-  big = jnp.ones((sum_mib * 2**20 // 4,), jnp.float32)
-  total = jax.jit(jnp.sum)
-  big_t = torch.ones(sum_mib * 2**20 // 4, dtype=torch.float32)
-  t = median_times({
-      "f32": f32, "bf16": bf16,
-      "sum_jax": lambda: total(big).block_until_ready(),
-      "sum_torch": lambda: float(big_t.sum()),
-  }, repeats)
-  nbytes = big.size * 4
+  probes, nbytes = read_probes(sum_mib)
+  t = median_times({"f32": f32, "bf16": bf16, **probes}, repeats)
   return {"peak_f32_flops": flops / t["f32"], "peak_bf16_flops": flops / t["bf16"],
-          "read_bytes_per_s": nbytes / min(t["sum_jax"], t["sum_torch"]),
+          "read_bytes_per_s": read_bandwidth(t, nbytes),
           "read_bytes_per_s_jax": nbytes / t["sum_jax"],
           "read_bytes_per_s_torch": nbytes / t["sum_torch"],
           "matmul_n": n, "sum_mib": sum_mib}
@@ -319,6 +327,7 @@ def train_case(size: str, dtype: str, repeats: int, calls: int, variant: str = "
   own program: JAX on the traced step (less the LM-head chunks it skips at run time), PyTorch
   by FlopCounterMode on an eager step (compiling does not change the products)."""
   import jax
+  import torch
 
   from hawk_jax.convert.torch_hawk import from_params
   shapes = SHAPES[size]
@@ -359,7 +368,7 @@ def train_case(size: str, dtype: str, repeats: int, calls: int, variant: str = "
   jax_step()
   first["jax"] = holder["loss"]
   # The first call of each compiled side compiles it (Dynamo + Inductor): timed apart.
-  first_call_s = {"jax": jax_compile_s}
+  first_call_s = {}
   fns = {"jax": jax_step}
   errors = {}
   for side in sides:
@@ -401,12 +410,7 @@ def train_case(size: str, dtype: str, repeats: int, calls: int, variant: str = "
           "speedup": eager_row["jax_speedup"],
           "first_loss_jax": first["jax"], "first_loss_torch": first["torch"],
           "first_loss_torch_same_work": first["torch_same_work"],
-          "torch_threads": torch_threads(), "load": load_average()}
-
-
-def torch_threads() -> int:
-  import torch
-  return torch.get_num_threads()
+          "torch_threads": torch.get_num_threads(), "load": load_average()}
 
 
 def skipped_lm_head_flops(config, batch_np, chunk: int = LM_CHUNK) -> float:
@@ -468,9 +472,7 @@ def generate_case(size: str, batches: Sequence[int], repeats: int, sum_mib: int 
   model, params = for_decoding(model, params)
   params = jax.block_until_ready(params)
   n, p = shapes.new_tokens, shapes.prompt_len
-  big = jnp.ones((sum_mib * 2**20 // 4,), jnp.float32)
-  big_t = torch.ones(sum_mib * 2**20 // 4, dtype=torch.float32)
-  sum_jax = jax.jit(jnp.sum)
+  read_fns, read_nbytes = read_probes(sum_mib)
   # [vocab, hidden] in the decode layout (the embedding table where the head is tied to it)
   head_kernel = (params["lm_head"]["kernel"] if "lm_head" in params
                  else params["embed_tokens"]["embedding"])
@@ -519,11 +521,10 @@ def generate_case(size: str, batches: Sequence[int], repeats: int, sum_mib: int 
     # The read bandwidth is measured in the same turns, under the same load; beside it the
     # largest product of a decode step alone (the LM head's matrix-vector product at this
     # batch, as the decoding twin forms it): how fast XLA streams weights in a product.
-    fns.update(sum_jax=lambda: sum_jax(big).block_until_ready(),
-               sum_torch=lambda: float(big_t.sum()),
+    fns.update(read_fns,
                head=lambda: head_product(head_kernel, head_rows[b]).block_until_ready())
     t = median_times(fns, repeats)
-    read_bytes_per_s = big.size * 4 / min(t["sum_jax"], t["sum_torch"])
+    read_bytes_per_s = read_bandwidth(t, read_nbytes)
     limit = b * read_bytes_per_s / weight_bytes
 
     def decode_rate(side):

@@ -84,10 +84,6 @@ _BUFFERED_PER_WORKER = 8
 _MIN_LOADER_BATCHES = 16
 
 
-def _mark_flags_parsed() -> None:
-  flags.FLAGS.mark_as_parsed()  # Grain worker processes read absl flags
-
-
 def _write_towers_workdir(workdir: str, cfg, frozen) -> None:
   """A workdir of the step's frozen towers as `write_tower_cache --towers` reads one:
   config.json, and frozen/ with only the groups it reads (not the LLM, most of the frozen
@@ -228,7 +224,6 @@ def tower_cache_case(size: str, workers: int, repeats: int, steps: int,
 
 def _case(stack: contextlib.ExitStack, size: str, workers: int, repeats: int, steps: int,
           work_dir: str, dtype: str, text_len: int | None) -> dict:
-  _mark_flags_parsed()
   shapes = side_by_side.SHAPES[size]
   text_len = text_len or TEXT_LEN
   devices = jax.devices()[:1]
@@ -387,7 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     raise SystemExit(f"--sizes: {bad or a.sizes!r} not among {list(shapes)}")
   if a.repeats < 1 or a.steps < 1 or a.workers < 0 or a.text_len < 0:
     raise SystemExit("--repeats and --steps must be >= 1, --workers and --text_len >= 0")
-  _mark_flags_parsed()
+  flags.FLAGS.mark_as_parsed()  # Grain worker processes read absl flags
   result = run(sizes, a.workers, a.repeats, a.steps, a.dtype, a.text_len or None)
   print(format_report(result))
   if a.json:

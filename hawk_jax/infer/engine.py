@@ -404,11 +404,9 @@ class Engine:
       tokens, lengths = self.layout.gather(out.tokens), self.layout.gather(out.lengths)
     return [self._answer(tokens[i, :lengths[i]]) for i in range(tokens.shape[0])]
 
-  def generate(self, visual, batch: Sequence[prompts.Prompt], options: GenerationOptions, *,
-               rows: int | None = None) -> list[Answer]:
-    """One answer per prompt; row i of `visual` goes with prompt i. `rows` pads the batch to a
-    fixed size (repeating the last row) so batches of a run share one compilation; by default
-    it is padded to a multiple of the layout's data slices, which then split it."""
+  def _padded_batch(self, visual, batch: Sequence[prompts.Prompt], rows: int | None):
+    """(visual tokens, prompt arrays) of `batch` padded to `rows` rows (default: a multiple of
+    the layout's data slices) by repeating the last row; visual tokens placed on the layout."""
     n = len(batch)
     if visual.shape[0] != n:
       raise ValueError(f"{visual.shape[0]} rows of visual tokens for {n} prompts")
@@ -418,6 +416,15 @@ class Engine:
       visual = self._put(visual, None, None)
       if rows > n:
         visual = jnp.concatenate([visual, jnp.repeat(visual[-1:], rows - n, axis=0)])
+    return visual, arrays
+
+  def generate(self, visual, batch: Sequence[prompts.Prompt], options: GenerationOptions, *,
+               rows: int | None = None) -> list[Answer]:
+    """One answer per prompt; row i of `visual` goes with prompt i. `rows` pads the batch to a
+    fixed size (repeating the last row) so batches of a run share one compilation; by default
+    it is padded to a multiple of the layout's data slices, which then split it."""
+    n = len(batch)
+    visual, arrays = self._padded_batch(visual, batch, rows)
     answers = self.generate_arrays(visual, arrays["input_ids"], arrays["attention_mask"],
                                    arrays["visual_mask"], options)
     return answers[:n]
@@ -429,14 +436,7 @@ class Engine:
     distribution directly, e.g. P(yes) vs P(no) (hawk_jax/timeline/scoring.py). `rows` pads
     the batch as in `generate`, so batches of one run share one compilation."""
     n = len(batch)
-    if visual.shape[0] != n:
-      raise ValueError(f"{visual.shape[0]} rows of visual tokens for {n} prompts")
-    rows = self.layout.global_rows(n) if rows is None else rows
-    arrays = self.pad_prompts(batch, rows)
-    with self.layout.activate():
-      visual = self._put(visual, None, None)
-      if rows > n:
-        visual = jnp.concatenate([visual, jnp.repeat(visual[-1:], rows - n, axis=0)])
+    visual, arrays = self._padded_batch(visual, batch, rows)
     emb = self.embed(visual, arrays["input_ids"], arrays["visual_mask"])
     with self.layout.activate():
       mask = self._put(arrays["attention_mask"], np.int32, None)
