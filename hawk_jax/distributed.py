@@ -12,6 +12,8 @@ Two settings matter for a pod that must never hang:
   (stopped sending heartbeats): 1"); HAWK_HEARTBEAT_TIMEOUT_S overrides the default;
 - on CPU, cross-process collectives go over gloo (TCP), so a "pod" of CPU processes on one
   machine runs the same sharded programs a TPU slice does (launch/local_pod.sh).
+
+And a CPU pod compiles without the persistent compilation cache (`set_aside_compile_cache`).
 """
 from __future__ import annotations
 
@@ -66,6 +68,24 @@ def initialize() -> None:
                              **distributed_args())
   log.info("process %d of %d: %d local devices of %d", jax.process_index(),
            jax.process_count(), jax.local_device_count(), jax.device_count())
+  if jax.process_count() > 1 and jax.default_backend() == "cpu":
+    set_aside_compile_cache()
+
+
+def set_aside_compile_cache() -> None:
+  """Turn JAX's persistent compilation cache off, however it was set (HAWK_JAX_COMPILE_CACHE,
+  JAX_COMPILATION_CACHE_DIR), before the first compile.
+
+  Why, on a pod of CPU processes: each process's cache key differs (JAX hashes the process's
+  own devices into it) and only process 0 writes, so process 0 runs executables of an earlier
+  run while the others compile theirs afresh. Such a cached and a fresh executable of one
+  program were seen to issue their collectives in different orders (process 0 in an
+  all-reduce, process 1 in an all-gather inside a loop), and the pod hung for good. Every
+  process but 0 compiles anyway, so the pod loses no time without the cache."""
+  jax.config.update("jax_enable_compilation_cache", False)
+  log.info("persistent compilation cache off: %d CPU processes each compile their own "
+           "programs (a cached and a fresh executable can order collectives differently)",
+           jax.process_count())
 
 
 def is_main_process() -> bool:

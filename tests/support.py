@@ -2,10 +2,15 @@
 pre-extracted records and of workdirs (fixtures built on them live in the conftest.py files)."""
 from __future__ import annotations
 
+import os
 import pathlib
+import re
+import signal
+import subprocess
 
 import jax
 import numpy as np
+import pytest
 import tensorflow_datasets as tfds
 
 from data_pipelines import records
@@ -17,6 +22,7 @@ from hawk_jax.models.params import host_random_params
 from hawk_jax.stage_config import load_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+POD = str(ROOT / "launch" / "local_pod.sh")
 
 # A tiny stage that trains in seconds: 4 frames, short text, one device. The train and tower
 # cache tests use the same settings, so they compile the same pixel train step (and share it
@@ -116,3 +122,34 @@ def assert_one_error_line(code, out, err, *names) -> str:
     assert name in lines[0], (name, lines[0])
   return lines[0]
 
+
+
+def run_launcher(cmd: list[str], env: dict, timeout_s: float) -> subprocess.CompletedProcess:
+  """Run `cmd` (launch/local_pod.sh, or a plain command) from the repository root, capturing
+  its output. Past `timeout_s` the run is taken to hang: it and its pod's processes are killed
+  and the test fails with the output's tail."""
+  proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+  try:
+    stdout, stderr = proc.communicate(timeout=timeout_s)
+  except subprocess.TimeoutExpired as e:
+    stdout, stderr = _kill_pod(proc, e.stderr)
+    pytest.fail(f"{cmd} still ran after {timeout_s} s; killed:\n{stdout[-4000:]}\n"
+                f"{stderr[-4000:]}")
+  return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+
+
+def _kill_pod(proc: subprocess.Popen, stderr_so_far) -> tuple[str, str]:
+  """Kill a run that hangs, its pod's processes included. local_pod.sh starts each in a
+  session of its own and names it on stderr ("local_pod: process 1 pid N"); killing the
+  launcher alone would leave them running (on 2 cores, slowing every later test) and holding
+  the output pipes open. Returns the run's output."""
+  if isinstance(stderr_so_far, bytes):  # what communicate() had read when the time ran out
+    stderr_so_far = stderr_so_far.decode(errors="replace")
+  for pid in re.findall(r"^local_pod: process \d+ pid (\d+)$", stderr_so_far or "", re.M):
+    try:
+      os.killpg(int(pid), signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+      pass
+  proc.kill()
+  return proc.communicate()

@@ -4,7 +4,6 @@ devices, each process supplying its rows of every batch, and process 0 alone wri
 predictions and a report equal to a one-process run's."""
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -14,7 +13,7 @@ from configs.common import base_config
 from data_pipelines import motion, records
 from data_pipelines.synthetic import write_mp4
 from hawk_jax.eval import cli as eval_cli
-from tests.support import ROOT, write_random_workdir, write_records
+from tests.support import POD, run_launcher, write_random_workdir, write_records
 
 MAX_NEW = 4
 POD_TIMEOUT_S = 300
@@ -73,16 +72,12 @@ def test_distributed_evaluate_equals_one_process(workdir, data_dir, tmp_path, ca
   pod = str(tmp_path / "pod")
   # The pod sets its own device count; the test's 8 fake devices must not reach it.
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  env.update(JAX_COMPILATION_CACHE_DIR=os.environ.get("HAWK_JAX_TEST_CACHE",
-                                                      "/tmp/hawk_jax_test_xla_cache"),
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5", GRACE_S="20",
-             HAWK_HEARTBEAT_TIMEOUT_S="30")
-  command = ["timeout", "-k", "10", str(POD_TIMEOUT_S), "bash", str(ROOT / "launch/local_pod.sh"),
-             "--processes", "2", "--devices_per_process", "2", "--",
+  # A CPU pod compiles without the persistent cache (hawk_jax/distributed.py says why).
+  env.update(GRACE_S="20", HAWK_HEARTBEAT_TIMEOUT_S="30")
+  command = [POD, "--processes", "2", "--devices_per_process", "2", "--",
              sys.executable, "-m", "hawk_jax.eval", "--distributed", "--layout", "tensor:2",
              "--out", pod] + common
-  run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
-                       timeout=POD_TIMEOUT_S + 30)
+  run = run_launcher(command, env, POD_TIMEOUT_S)
   log = run.stdout + run.stderr
   assert run.returncode == 0, log[-4000:]
   # tensor:2 over 2 x 2 devices: each process's devices form one data slice, so each supplies

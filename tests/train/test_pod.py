@@ -31,9 +31,8 @@ from hawk_jax.models.params import param_shardings
 from hawk_jax.sharding import DEFAULT_RULES, make_mesh
 from hawk_jax.train.loop import train_stage
 from hawk_jax.workdir import load_params
-from tests.support import ROOT, tiny_config
+from tests.support import POD, ROOT, run_launcher, tiny_config
 
-POD = str(ROOT / "launch" / "local_pod.sh")
 STEPS = 8          # of stage 1; stage 2 runs STAGE2_STEPS
 STAGE2_STEPS = 4
 # Every run of the module: the same tiny stage, 4 examples a step over 4 devices.
@@ -76,33 +75,9 @@ def _pod(processes: int, devices: int, cmd: list[str]) -> list[str]:
 
 
 def _run(cmd, devices=None) -> subprocess.CompletedProcess:
-  proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(devices), stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
-  try:
-    stdout, stderr = proc.communicate(timeout=TIMEOUT_S)
-  except subprocess.TimeoutExpired as e:
-    stdout, stderr = _kill_run(proc, e.stderr)
-    pytest.fail(f"{cmd} still ran after {TIMEOUT_S} s; killed:\n{stdout[-4000:]}\n"
-                f"{stderr[-4000:]}")
-  out = subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+  out = run_launcher(cmd, _env(devices), TIMEOUT_S)
   assert out.returncode == 0, f"{cmd} failed:\n{out.stdout[-4000:]}\n{out.stderr[-4000:]}"
   return out
-
-
-def _kill_run(proc: subprocess.Popen, stderr_so_far) -> tuple[str, str]:
-  """Kill a run that hangs, its pod's processes included. local_pod.sh starts each in a
-  session of its own and names it on stderr ("local_pod: process 1 pid N"); killing the
-  launcher alone would leave them running (on 2 cores, slowing every later test) and holding
-  the output pipes open. Returns the run's output."""
-  if isinstance(stderr_so_far, bytes):  # what communicate() had read when the time ran out
-    stderr_so_far = stderr_so_far.decode(errors="replace")
-  for pid in re.findall(r"^local_pod: process \d+ pid (\d+)$", stderr_so_far or "", re.M):
-    try:
-      os.killpg(int(pid), signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-      pass
-  proc.kill()
-  return proc.communicate()
 
 
 def _metrics(workdir) -> dict[int, dict]:
