@@ -254,7 +254,10 @@ def test_the_backend_is_a_choice_not_whatever_is_installed():
       motion_text.check_backend("spacy")
 
 
-@pytest.mark.skipif(not motion_text.spacy_available(), reason="en_core_web_sm not installed")
+@pytest.mark.skipif(not motion_text.spacy_available(),
+                    reason="spaCy's en_core_web_sm is not installed: `pip install spacy && python "
+                    "-m spacy download en_core_web_sm` (a GitHub release, not on PyPI, so CI's "
+                    "package-registry-only machines run without it)")
 @pytest.mark.parametrize("sentence,expected", REAL_SENTENCES[:2] + REAL_SENTENCES[4:5])
 def test_spacy_backend_agrees_on_plain_sentences(sentence, expected):
   assert motion_text.extract_motion_text(sentence, backend="spacy") == expected
