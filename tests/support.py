@@ -123,7 +123,6 @@ def assert_one_error_line(code, out, err, *names) -> str:
   return lines[0]
 
 
-
 def run_launcher(cmd: list[str], env: dict, timeout_s: float) -> subprocess.CompletedProcess:
   """Run `cmd` (launch/local_pod.sh, or a plain command) from the repository root, capturing
   its output. Past `timeout_s` the run is taken to hang: it and its pod's processes are killed

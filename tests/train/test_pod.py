@@ -150,7 +150,7 @@ def test_one_log_and_one_result_per_pod(runs):
   assert sorted(i for i, _ in ends) == ["0", "1"] and len({v for _, v in ends}) == 1
   # The test session's compilation cache was passed in, and set aside: with it, process 0 ran
   # executables of earlier runs while process 1 compiled its own, and a pod hung in a collective
-  # the two ran in different orders (hawk_jax/compile_cache.py).
+  # the two ran in different orders (hawk_jax/distributed.py, set_aside_compile_cache).
   assert re.search(r"^\[0\] .*persistent compilation cache off: 2 CPU processes", out, re.M)
 
 
